@@ -1,0 +1,1 @@
+"""Channel adapters: one module per channel; each imports core only."""

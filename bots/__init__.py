@@ -1,0 +1,1 @@
+"""Conversation logic driven by domain events; imports core only."""

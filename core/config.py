@@ -1,0 +1,183 @@
+"""TOML -> frozen, typed settings. An unknown key or a bad value is an error naming the key.
+
+Secrets are never written in the file: a setting ending in ``_env`` names the environment
+variable that holds the secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    name: str = "Helpline"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The address customers reach us at; status links are built on it.
+    public_url: str = "http://127.0.0.1:8080"
+    data_dir: str = "helpline-data"
+    # Environment variable holding the key that signs portal links and CSRF tokens. When it is
+    # unset, a random key is generated once and kept in data_dir/secret.key.
+    secret_key_env: str = "HELPLINE_SECRET_KEY"
+    log_level: str = "info"
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///helpline-data/helpline.db"
+    # SQLite: fsync every commit (synchronous=FULL). Off trades the last commits on power loss
+    # for speed.
+    durable: bool = True
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    max_request_bytes: int = 26_214_400
+    max_attachment_bytes: int = 10_485_760
+    max_attachments: int = 10
+    max_subject_chars: int = 300
+    max_body_chars: int = 100_000
+    # Web form and JSON intake: accepted submissions per client IP per minute.
+    rate_limit_per_minute: int = 20
+    # A customer writing to a resolved ticket reopens it within this many days; later, a new
+    # ticket linked to the old one is opened.
+    reopen_window_days: int = 14
+    # The team that gets tickets no inbox or rule sends elsewhere ("" = the general queue).
+    default_team: str = ""
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    max_attempts: int = 10
+    backoff_base_seconds: float = 2.0
+    backoff_max_seconds: float = 900.0
+    # How long a dispatcher owns a row it is sending before another may take it.
+    lease_seconds: float = 60.0
+    batch_size: int = 50
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class InboxSettings:
+    """A support address (email) or a named intake point, mapped to a team."""
+
+    name: str
+    address: str = ""
+    team: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    inboxes: tuple[InboxSettings, ...] = ()
+    source: str = ""
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.service.data_dir)
+
+    def secret(self, env_name: str) -> str | None:
+        return os.environ.get(env_name) or None
+
+
+def load_settings(path: str | Path | None, env: dict[str, str] | None = None) -> Settings:
+    """Read and validate a TOML file; HELPLINE_DATABASE_URL overrides [database].url."""
+    env = dict(os.environ if env is None else env)
+    table: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                table = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    settings = parse_settings(table)
+    if url := env.get("HELPLINE_DATABASE_URL"):
+        settings = dataclasses.replace(
+            settings, database=dataclasses.replace(settings.database, url=url)
+        )
+    return dataclasses.replace(settings, source=str(path or ""))
+
+
+def parse_settings(table: dict[str, Any]) -> Settings:
+    table = {k: v for k, v in table.items()}
+    table.pop("source", None)
+    settings = _build(Settings, table, "")
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    url = settings.database.url
+    if not url.startswith(("sqlite", "postgresql")):
+        raise ConfigError(f"database.url: unsupported database {url!r} (sqlite or postgresql)")
+    if not settings.service.public_url.startswith(("http://", "https://")):
+        raise ConfigError("service.public_url: must start with http:// or https://")
+    if not 0 < settings.service.port < 65536:
+        raise ConfigError("service.port: must be between 1 and 65535")
+    names = [inbox.name for inbox in settings.inboxes]
+    if len(names) != len(set(names)):
+        raise ConfigError("inboxes: two inboxes have the same name")
+    for key in ("max_attempts", "batch_size"):
+        if getattr(settings.outbox, key) < 1:
+            raise ConfigError(f"outbox.{key}: must be at least 1")
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{key}: unknown setting")
+    values = {}
+    for name, value in table.items():
+        key = f"{where}.{name}" if where else name
+        values[name] = _convert(hints[name], value, key)
+    try:
+        return cls(**values)
+    except TypeError as err:
+        missing = str(err).rsplit(":", 1)[-1].strip()
+        raise ConfigError(f"{where}: missing required setting {missing}") from None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        return _convert(options[0], value, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list")
+        (item,) = get_args(hint)[:1]
+        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int, bool, float) and (
+        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,93 @@
+"""Past-tense domain events and a small in-process bus for after-commit listeners."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ticket_id: int
+    ticket_number: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TicketOpened(Event):
+    customer_id: int
+    channel: str
+    subject: str
+    priority: str
+    team: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAppended(Event):
+    message_id: int
+    kind: str
+    author: str
+    text: str = ""
+    html: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TicketReopened(Event):
+    previous_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketClaimed(Event):
+    agent_id: int
+    agent_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketAssigned(Event):
+    agent_id: int | None
+    agent_name: str | None
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged(Event):
+    previous: str
+    current: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketResolved(Event):
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class TicketUpdated(Event):
+    changes: dict[str, Any] = field(default_factory=dict)
+    by: str = "system"
+
+
+Listener = Callable[[Event], Awaitable[None]]
+
+
+class EventBus:
+    """Delivers committed events to listeners; a failing listener is logged, never fatal."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def publish(self, events: list[Event]) -> None:
+        for event in events:
+            for listener in self._listeners:
+                try:
+                    await listener(event)
+                except Exception:
+                    log.exception("event listener failed on %s", type(event).__name__)

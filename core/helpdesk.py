@@ -1,0 +1,102 @@
+"""The core's one entry point for the edges: runs use cases as units of work, publishes their
+events after commit and wakes the outbox dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Connection
+
+from core import desk, intake
+from core.attachments import AttachmentStore
+from core.config import Settings
+from core.events import EventBus
+from core.messages import InboundMessage
+from core.persistence.database import Database
+from core.ports import Clock, utc_now
+from core.tickets import Priority, TicketStatus
+from core.views import Reaction, UnitContext
+
+T = TypeVar("T")
+
+
+class Helpdesk:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        secret: bytes,
+        *,
+        clock: Clock = utc_now,
+        bus: EventBus | None = None,
+        reactions: Sequence[Reaction] = (),
+        attachments: AttachmentStore | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.secret = secret
+        self.clock = clock
+        self.bus = bus or EventBus()
+        self.reactions = list(reactions)
+        self.attachments = attachments or AttachmentStore(settings.data_path / "attachments")
+        self.on_outbox: Callable[[], None] = lambda: None
+
+    def context(self) -> UnitContext:
+        return UnitContext(self.settings, self.secret, self.clock(), self.reactions)
+
+    async def run(self, unit: Callable[[Connection, UnitContext], T]) -> T:
+        """Run a unit of work in one transaction, then publish its events."""
+
+        def in_transaction(conn: Connection) -> tuple[T, UnitContext]:
+            ctx = self.context()  # fresh per attempt: a retried transaction starts clean
+            return unit(conn, ctx), ctx
+
+        result, ctx = await self.db.write(in_transaction)
+        if ctx.events:
+            self.on_outbox()
+            await self.bus.publish(ctx.events)
+        return result
+
+    async def read(self, query: Callable[[Connection, UnitContext], T]) -> T:
+        ctx = self.context()
+        return await self.db.read(lambda conn: query(conn, ctx))
+
+    # -- use cases -------------------------------------------------------------------------
+
+    async def ingest(self, msg: InboundMessage) -> intake.IntakeResult:
+        """Store a customer's message; returns once it is committed (then ack the channel)."""
+        limits = self.settings.intake
+        intake.check_limits(msg, limits.max_attachment_bytes, limits.max_attachments)
+        for attachment in msg.attachments:  # content first: the rows then point at durable files
+            self.attachments.put(attachment.content)
+        return await self.run(lambda conn, ctx: intake.ingest_unit(conn, ctx, msg))
+
+    async def claim(self, number: int, actor: desk.Actor) -> int:
+        return await self.run(lambda conn, ctx: desk.claim(conn, ctx, number, actor))
+
+    async def assign(self, number: int, agent_id: int | None, actor: desk.Actor,
+                     reason: str = "") -> None:
+        await self.run(lambda conn, ctx: desk.assign(conn, ctx, number, agent_id, actor, reason))
+
+    async def reply(self, number: int, text: str, actor: desk.Actor, *, html: str | None = None,
+                    status: TicketStatus | None = None) -> int:
+        return await self.run(
+            lambda conn, ctx: desk.reply(conn, ctx, number, text, actor, html, status)
+        )
+
+    async def note(self, number: int, text: str, actor: desk.Actor) -> int:
+        return await self.run(lambda conn, ctx: desk.note(conn, ctx, number, text, actor))
+
+    async def set_status(self, number: int, status: TicketStatus, actor: desk.Actor,
+                         reason: str = "") -> None:
+        await self.run(lambda conn, ctx: desk.set_status(conn, ctx, number, status, actor, reason))
+
+    async def update_fields(self, number: int, actor: desk.Actor, *,
+                            priority: Priority | None = None,
+                            add_tags: list[str] | None = None,
+                            remove_tags: list[str] | None = None) -> None:
+        await self.run(lambda conn, ctx: desk.update_fields(
+            conn, ctx, number, actor, priority=priority, add_tags=add_tags,
+            remove_tags=remove_tags,
+        ))

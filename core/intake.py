@@ -1,0 +1,392 @@
+"""ingest(InboundMessage): dedupe -> identify the customer -> thread or open -> persist, in one
+transaction, with the bots' outbound messages; events are published after the commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from core.errors import InvalidInput, TooLarge
+from core.events import MessageAppended, TicketOpened, TicketReopened
+from core.messages import InboundMessage
+from core.persistence.models import (
+    AttachmentRow,
+    Customer,
+    Identity,
+    Message,
+    Team,
+)
+from core.persistence.records import (
+    add_thread_ref,
+    find_thread,
+    insert_ignoring_duplicates,
+    next_number,
+    receipts,
+    record,
+    tickets,
+    touch,
+)
+from core.threads import KnownTicket, ThreadDecision, Verdict, decide_thread
+from core.tickets import MessageKind, Priority, TicketStatus, status_after_customer_message
+from core.views import UnitContext, identity_channel
+
+customers = Customer.__table__
+identities = Identity.__table__
+messages = Message.__table__
+attachments = AttachmentRow.__table__
+teams = Team.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    ticket_id: int | None
+    ticket_number: int | None
+    message_id: int | None
+    status_url: str | None
+    created: bool
+    duplicate: bool = False
+    note: str = ""
+
+
+def check_limits(msg: InboundMessage, max_attachment_bytes: int, max_attachments: int) -> None:
+    if not msg.sender.address.strip():
+        raise InvalidInput("the sender's address is empty", "sender")
+    if len(msg.attachments) > max_attachments:
+        raise TooLarge(
+            f"too many attachments ({len(msg.attachments)} > {max_attachments})", "attachments"
+        )
+    for att in msg.attachments:
+        if att.size > max_attachment_bytes:
+            raise TooLarge(
+                f"attachment {att.filename!r} is {att.size} bytes (limit {max_attachment_bytes})",
+                "attachments",
+            )
+
+
+def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> IntakeResult:
+    """The whole intake of one message; runs inside one transaction."""
+    now = ctx.now
+    first_time = insert_ignoring_duplicates(
+        conn,
+        receipts,
+        {"channel": msg.channel.value, "external_id": msg.external_id[:500], "created_at": now},
+    )
+    if not first_time:
+        return _previous_result(conn, ctx, msg)
+
+    customer_id, identity_id = _identify(conn, ctx, msg)
+    if msg.bounce is not None:
+        _mark_bouncing(conn, msg)
+    decision = _thread(conn, ctx, msg, customer_id)
+
+    if decision.verdict is Verdict.NEW:
+        ticket_id, number, version = _open_ticket(
+            conn, ctx, msg, customer_id, identity_id, decision
+        )
+    else:
+        assert decision.ticket_id is not None
+        ticket_id, number, version = _continue_ticket(conn, ctx, msg, decision)
+
+    message_id = _append_message(conn, ctx, msg, ticket_id)
+    conn.execute(
+        update(receipts)
+        .where(
+            receipts.c.channel == msg.channel.value, receipts.c.external_id == msg.external_id[:500]
+        )
+        .values(ticket_id=ticket_id, message_id=message_id)
+    )
+    automatic = msg.auto_submitted or msg.bounce is not None
+    if decision.verdict is Verdict.NEW:
+        ctx.emit(
+            conn,
+            TicketOpened(
+                ticket_id,
+                number,
+                now,
+                customer_id,
+                msg.channel.value,
+                msg.subject,
+                Priority.NORMAL.value,
+            ),
+            automatic=automatic,
+        )
+    elif decision.verdict is Verdict.REOPEN:
+        ctx.emit(
+            conn,
+            TicketReopened(ticket_id, number, now, TicketStatus.RESOLVED.value),
+            automatic=automatic,
+        )
+    # the first message of a ticket is answered by the TicketOpened reactions, not twice
+    ctx.emit(
+        conn,
+        MessageAppended(
+            ticket_id, number, now, message_id, MessageKind.INBOUND.value, "customer", msg.body
+        ),
+        automatic=automatic or decision.verdict is Verdict.NEW,
+    )
+    return IntakeResult(
+        ticket_id,
+        number,
+        message_id,
+        ctx.status_url(ticket_id, number, version),
+        created=decision.verdict is Verdict.NEW,
+    )
+
+
+def _previous_result(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> IntakeResult:
+    row = conn.execute(
+        select(
+            receipts.c.ticket_id, receipts.c.message_id, tickets.c.number, tickets.c.portal_version
+        )
+        .outerjoin(tickets, tickets.c.id == receipts.c.ticket_id)
+        .where(
+            receipts.c.channel == msg.channel.value, receipts.c.external_id == msg.external_id[:500]
+        )
+    ).one()
+    url = None
+    if row.ticket_id is not None:
+        url = ctx.status_url(row.ticket_id, row.number, row.portal_version)
+    return IntakeResult(
+        row.ticket_id, row.number, row.message_id, url, created=False, duplicate=True
+    )
+
+
+def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> tuple[int, int]:
+    """Find the customer by channel identity, else by email, else create one."""
+    channel = identity_channel(msg.channel).value
+    address = msg.sender.address.strip()[:320]
+    if channel == "email":
+        address = address.lower()
+    row = conn.execute(
+        select(identities.c.id, identities.c.customer_id).where(
+            identities.c.channel == channel, identities.c.address == address
+        )
+    ).first()
+    if row is not None:
+        return row.customer_id, row.id
+    email = (msg.sender.email or (address if channel == "email" else "")).lower() or None
+    customer_id = None
+    if email:
+        customer_id = conn.execute(
+            select(customers.c.id).where(customers.c.email == email).order_by(customers.c.id)
+        ).scalar()
+    if customer_id is None:
+        customer_id = conn.execute(
+            insert(customers)
+            .values(name=msg.sender.name[:200], email=email, attributes={}, created_at=ctx.now)
+            .returning(customers.c.id)
+        ).scalar_one()
+    insert_ignoring_duplicates(
+        conn,
+        identities,
+        {
+            "customer_id": customer_id,
+            "channel": channel,
+            "address": address,
+            "display_name": msg.sender.name[:200],
+            "bouncing": False,
+            "created_at": ctx.now,
+        },
+    )
+    # a concurrent intake may have created the identity first: use whichever row exists
+    row = conn.execute(
+        select(identities.c.id, identities.c.customer_id).where(
+            identities.c.channel == channel, identities.c.address == address
+        )
+    ).one()
+    return row.customer_id, row.id
+
+
+def _mark_bouncing(conn: Connection, msg: InboundMessage) -> None:
+    assert msg.bounce is not None
+    if not msg.bounce.permanent or not msg.bounce.recipients:
+        return
+    conn.execute(
+        update(identities)
+        .where(
+            identities.c.channel == "email",
+            identities.c.address.in_([r.lower() for r in msg.bounce.recipients]),
+        )
+        .values(bouncing=True)
+    )
+
+
+def _known(
+    conn: Connection, ticket_id: int | None = None, number: int | None = None
+) -> KnownTicket | None:
+    if ticket_id is None and number is None:
+        return None
+    where = tickets.c.id == ticket_id if ticket_id is not None else tickets.c.number == number
+    row = conn.execute(
+        select(tickets.c.id, tickets.c.customer_id, tickets.c.status, tickets.c.resolved_at).where(
+            where
+        )
+    ).first()
+    if row is None:
+        return None
+    return KnownTicket(row.id, row.customer_id, TicketStatus(row.status), row.resolved_at)
+
+
+def _thread(
+    conn: Connection, ctx: UnitContext, msg: InboundMessage, customer_id: int
+) -> ThreadDecision:
+    hints = msg.thread_hints
+    refs = hints.references
+    if msg.bounce is not None and msg.bounce.original_message_id:
+        refs = (*refs, msg.bounce.original_message_id)
+    by_reference = _known(conn, ticket_id=find_thread(conn, msg.channel.value, refs))
+    by_number = _known(conn, number=hints.ticket_number)
+    return decide_thread(
+        customer_id=customer_id,
+        by_reference=by_reference,
+        by_number=by_number,
+        now=ctx.now,
+        reopen_window=timedelta(days=ctx.settings.intake.reopen_window_days),
+        automatic=msg.auto_submitted or msg.bounce is not None,
+    )
+
+
+def _team_id(conn: Connection, name: str) -> int | None:
+    if not name:
+        return None
+    insert_ignoring_duplicates(conn, teams, {"name": name})
+    return conn.execute(select(teams.c.id).where(teams.c.name == name)).scalar_one()
+
+
+def _inbox_team(ctx: UnitContext, inbox: str | None) -> str:
+    for configured in ctx.settings.inboxes:
+        if inbox is not None and inbox in (configured.name, configured.address) and configured.team:
+            return configured.team
+    return ctx.settings.intake.default_team
+
+
+def _open_ticket(
+    conn: Connection,
+    ctx: UnitContext,
+    msg: InboundMessage,
+    customer_id: int,
+    identity_id: int,
+    decision: ThreadDecision,
+) -> tuple[int, int, int]:
+    number = next_number(conn)
+    team = _inbox_team(ctx, msg.inbox)
+    subject = (msg.subject or msg.body.strip().split("\n", 1)[0])[:300]
+    ticket_id = conn.execute(
+        insert(tickets)
+        .values(
+            number=number,
+            customer_id=customer_id,
+            channel=msg.channel.value,
+            inbox=msg.inbox,
+            subject=subject,
+            status=TicketStatus.NEW.value,
+            priority=Priority.NORMAL.value,
+            team_id=_team_id(conn, team),
+            tags=[],
+            language=msg.language,
+            reply_identity_id=identity_id,
+            reply_thread=_reply_thread(msg),
+            related_ticket_id=decision.related_ticket_id,
+            portal_version=1,
+            reopen_count=0,
+            created_at=ctx.now,
+            updated_at=ctx.now,
+        )
+        .returning(tickets.c.id)
+    ).scalar_one()
+    record(
+        conn,
+        ticket_id,
+        at=ctx.now,
+        actor="customer",
+        kind="opened",
+        reason=f"{msg.channel.value} message ({decision.reason})",
+        channel=msg.channel.value,
+        related_ticket_id=decision.related_ticket_id,
+        team=team or None,
+    )
+    return ticket_id, number, 1
+
+
+def _continue_ticket(
+    conn: Connection, ctx: UnitContext, msg: InboundMessage, decision: ThreadDecision
+) -> tuple[int, int, int]:
+    assert decision.ticket_id is not None
+    row = conn.execute(
+        select(
+            tickets.c.number, tickets.c.status, tickets.c.portal_version, tickets.c.reopen_count
+        ).where(tickets.c.id == decision.ticket_id)
+    ).one()
+    current = TicketStatus(row.status)
+    values: dict[str, Any] = {}
+    if thread := _reply_thread(msg):
+        values["reply_thread"] = thread
+    automatic = msg.auto_submitted or msg.bounce is not None
+    target = None if automatic else status_after_customer_message(current)
+    if target is not None:
+        values["status"] = target.value
+        if current is TicketStatus.RESOLVED:
+            values["reopen_count"] = row.reopen_count + 1
+            values["resolved_at"] = None
+        record(
+            conn,
+            decision.ticket_id,
+            at=ctx.now,
+            actor="customer",
+            kind="status",
+            reason=decision.reason,
+            previous=current.value,
+            current=target.value,
+        )
+    touch(conn, decision.ticket_id, ctx.now, **values)
+    return decision.ticket_id, row.number, row.portal_version
+
+
+def _reply_thread(msg: InboundMessage) -> str | None:
+    """Where our next answer should thread: the channel's id of this message, if it has one."""
+    return msg.metadata.get("reply_thread") or (
+        msg.external_id if msg.channel.value == "email" else None
+    )
+
+
+def _append_message(conn: Connection, ctx: UnitContext, msg: InboundMessage, ticket_id: int) -> int:
+    message_id = conn.execute(
+        insert(messages)
+        .values(
+            ticket_id=ticket_id,
+            kind=MessageKind.INBOUND.value,
+            channel=msg.channel.value,
+            author="customer",
+            external_id=msg.external_id[:500],
+            subject=msg.subject[:300],
+            text=msg.body,
+            html=msg.html,
+            full_text=msg.text if msg.reply_text and msg.reply_text != msg.text else None,
+            automatic=msg.auto_submitted or msg.bounce is not None,
+            created_at=ctx.now,
+        )
+        .returning(messages.c.id)
+    ).scalar_one()
+    if msg.attachments:
+        conn.execute(
+            insert(attachments),
+            [
+                {
+                    "message_id": message_id,
+                    "filename": a.filename[:300] or "attachment",
+                    "content_type": a.content_type[:200],
+                    "size": a.size,
+                    "sha256": a.sha256,
+                    "inline": a.inline,
+                }
+                for a in msg.attachments
+            ],
+        )
+    if msg.channel.value == "email":
+        add_thread_ref(conn, "email", msg.external_id, ticket_id)
+    for ref in msg.metadata.get("thread_refs", ()):
+        add_thread_ref(conn, msg.channel.value, ref, ticket_id)
+    return message_id

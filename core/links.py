@@ -1,0 +1,40 @@
+"""Signed, unguessable links: customer status pages and one-click actions.
+
+A portal token is HMAC-SHA256(secret, ticket id + version), 192 bits in URL-safe base64. Nothing
+secret is stored; bumping the ticket's ``portal_version`` revokes every earlier link.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+TOKEN_BYTES = 24  # 192 bits
+
+
+def _sign(secret: bytes, purpose: str, *parts: object) -> str:
+    message = ":".join([purpose, *map(str, parts)]).encode()
+    digest = hmac.new(secret, message, hashlib.sha256).digest()[:TOKEN_BYTES]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def portal_token(secret: bytes, ticket_id: int, version: int) -> str:
+    return _sign(secret, "portal", ticket_id, version)
+
+
+def check_portal_token(secret: bytes, ticket_id: int, version: int, token: str) -> bool:
+    return hmac.compare_digest(portal_token(secret, ticket_id, version), token)
+
+
+def status_url(public_url: str, number: int, token: str) -> str:
+    return f"{public_url.rstrip('/')}/t/{number}/{token}"
+
+
+def action_token(secret: bytes, *parts: object) -> str:
+    """Signs a one-click action (e.g. an email survey answer) so it cannot be forged."""
+    return _sign(secret, "action", *parts)
+
+
+def check_action_token(secret: bytes, token: str, *parts: object) -> bool:
+    return hmac.compare_digest(action_token(secret, *parts), token)

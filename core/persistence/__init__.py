@@ -1,0 +1,1 @@
+"""SQLAlchemy models, the database runner and the repository functions."""

@@ -1,0 +1,155 @@
+"""Read side: ticket lists with filters and search, one ticket with its messages and history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, String, and_, cast, exists, func, or_, select
+
+from core.errors import InvalidInput, NotFound
+from core.persistence.models import AttachmentRow, Message, OutboxRow, TicketEvent
+from core.persistence.records import tickets
+from core.tickets import Priority, TicketStatus
+from core.views import UnitContext, agents, customers, identities, teams, view_from_row
+
+messages = Message.__table__
+attachments = AttachmentRow.__table__
+history = TicketEvent.__table__
+outbox = OutboxRow.__table__
+
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFilter:
+    status: tuple[TicketStatus, ...] = ()
+    priority: tuple[Priority, ...] = ()
+    channel: str | None = None
+    team: str | None = None
+    assignee_id: int | None = None
+    unassigned: bool = False
+    tag: str | None = None
+    customer_email: str | None = None
+    q: str | None = None
+    limit: int = 50
+    offset: int = 0
+    # An agent sees the tickets of their team, of no team, and their own.
+    visible_to_team: int | None = None
+    visible_to_agent: int | None = None
+
+
+def _view_query() -> Any:
+    return (
+        select(
+            tickets,
+            customers.c.name.label("customer_name"),
+            customers.c.email.label("customer_email"),
+            identities.c.channel.label("identity_channel"),
+            identities.c.address.label("identity_address"),
+            identities.c.bouncing,
+            teams.c.name.label("team_name"),
+            agents.c.name.label("assignee_name"),
+        )
+        .join(customers, customers.c.id == tickets.c.customer_id)
+        .join(identities, identities.c.id == tickets.c.reply_identity_id)
+        .outerjoin(teams, teams.c.id == tickets.c.team_id)
+        .outerjoin(agents, agents.c.id == tickets.c.assignee_id)
+    )
+
+
+def _conditions(f: TicketFilter) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if f.status:
+        where.append(tickets.c.status.in_([s.value for s in f.status]))
+    if f.priority:
+        where.append(tickets.c.priority.in_([p.value for p in f.priority]))
+    if f.channel:
+        where.append(tickets.c.channel == f.channel)
+    if f.team:
+        where.append(teams.c.name == f.team)
+    if f.assignee_id is not None:
+        where.append(tickets.c.assignee_id == f.assignee_id)
+    if f.unassigned:
+        where.append(tickets.c.assignee_id.is_(None))
+    if f.tag:
+        # tags are validated (no spaces or quotes), so a match on the JSON text is exact
+        where.append(cast(tickets.c.tags, String).like(f'%"{f.tag.lower()}"%'))
+    if f.customer_email:
+        where.append(customers.c.email == f.customer_email.lower())
+    if f.q:
+        pattern = "%" + f.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        in_messages = exists().where(
+            messages.c.ticket_id == tickets.c.id,
+            messages.c.text.ilike(pattern, escape="\\"),
+        )
+        clauses = [tickets.c.subject.ilike(pattern, escape="\\"), in_messages]
+        if f.q.lstrip("#").isdigit():
+            clauses.append(tickets.c.number == int(f.q.lstrip("#")))
+        where.append(or_(*clauses))
+    if f.visible_to_team is not None or f.visible_to_agent is not None:
+        where.append(
+            or_(
+                tickets.c.team_id.is_(None),
+                tickets.c.team_id == f.visible_to_team,
+                tickets.c.assignee_id == f.visible_to_agent,
+            )
+        )
+    return where
+
+
+def list_tickets(conn: Connection, ctx: UnitContext, f: TicketFilter) -> tuple[list[Any], int]:
+    if not 1 <= f.limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", "limit")
+    if f.offset < 0:
+        raise InvalidInput("offset must not be negative", "offset")
+    query = _view_query().where(and_(*_conditions(f)))
+    rows = conn.execute(
+        query.order_by(tickets.c.updated_at.desc(), tickets.c.id.desc())
+        .limit(f.limit)
+        .offset(f.offset)
+    ).all()
+    total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+    return [(view_from_row(r, ctx), r) for r in rows], total
+
+
+def ticket_row(conn: Connection, number: int) -> Any:
+    row = conn.execute(_view_query().where(tickets.c.number == number)).first()
+    if row is None:
+        raise NotFound(f"ticket #{number} not found")
+    return row
+
+
+def ticket_messages(conn: Connection, ticket_id: int, *, public_only: bool = False) -> list[Any]:
+    query = select(messages).where(messages.c.ticket_id == ticket_id)
+    if public_only:
+        query = query.where(messages.c.kind != "note")
+    rows = conn.execute(query.order_by(messages.c.created_at, messages.c.id)).all()
+    files: dict[int, list[Any]] = {}
+    if rows:
+        for a in conn.execute(
+            select(attachments).where(attachments.c.message_id.in_([r.id for r in rows]))
+        ):
+            files.setdefault(a.message_id, []).append(a)
+    return [(r, files.get(r.id, [])) for r in rows]
+
+
+def ticket_history(conn: Connection, ticket_id: int) -> list[Any]:
+    return conn.execute(
+        select(history).where(history.c.ticket_id == ticket_id).order_by(history.c.id)
+    ).all()
+
+
+def list_outbox(conn: Connection, status: str | None, limit: int = 100) -> list[Any]:
+    query = select(outbox).order_by(outbox.c.id.desc()).limit(min(limit, MAX_LIMIT))
+    if status:
+        query = query.where(outbox.c.status == status)
+    return conn.execute(query).all()
+
+
+def is_visible(row: Any, team_id: int | None, agent_id: int | None) -> bool:
+    return (
+        row.team_id is None
+        or row.team_id == team_id
+        or (agent_id is not None and row.assignee_id == agent_id)
+    )

@@ -1,0 +1,152 @@
+"""What a use case knows while it runs, and the ticket snapshot handed to bots.
+
+Bots react to events *inside* the transaction that caused them: a reaction returns outbound
+messages and the use case writes them to the outbox before it commits. So an acknowledgement can
+never be lost between the commit and a bot, and a retried transaction never sends twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from core.config import Settings
+from core.events import Event
+from core.links import portal_token, status_url
+from core.messages import Channel, OutboundMessage, ThreadRef
+from core.outbox import enqueue
+from core.persistence.models import Agent, Customer, Identity, Team, Ticket
+
+tickets = Ticket.__table__
+identities = Identity.__table__
+customers = Customer.__table__
+agents = Agent.__table__
+teams = Team.__table__
+
+# Channels whose customers we answer by email (the web form and the JSON API ask for an address)
+EMAIL_IDENTITY = {Channel.EMAIL, Channel.WEB, Channel.API}
+
+
+def identity_channel(channel: Channel) -> Channel:
+    return Channel.EMAIL if channel in EMAIL_IDENTITY else channel
+
+
+@dataclass(frozen=True, slots=True)
+class TicketView:
+    id: int
+    number: int
+    subject: str
+    status: str
+    priority: str
+    channel: str
+    customer_id: int
+    customer_name: str
+    customer_email: str | None
+    reply_to: ThreadRef
+    status_url: str
+    bouncing: bool
+    team: str | None
+    assignee_id: int | None
+    assignee_name: str | None
+    language: str | None
+    created_at: datetime
+    first_response_due: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One outbound message a reaction wants sent; ``key`` makes it idempotent."""
+
+    key: str
+    message: OutboundMessage
+
+
+Reaction = Callable[[Event, TicketView], Sequence[Outgoing]]
+
+
+@dataclass
+class UnitContext:
+    """Everything a unit of work needs besides the connection; ``now`` is fixed per unit."""
+
+    settings: Settings
+    secret: bytes
+    now: datetime
+    reactions: Sequence[Reaction] = ()
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def mail_domain(self) -> str:
+        host = self.settings.service.public_url.split("://", 1)[-1].split("/", 1)[0]
+        return host.split(":", 1)[0] or "helpline.invalid"
+
+    def status_url(self, ticket_id: int, number: int, version: int) -> str:
+        token = portal_token(self.secret, ticket_id, version)
+        return status_url(self.settings.service.public_url, number, token)
+
+    def emit(self, conn: Connection, event: Event, *, automatic: bool = False) -> None:
+        """Record an event for after-commit listeners and let the bots react now.
+
+        Automatic traffic (auto-replies, bounces) never triggers an automatic answer.
+        """
+        self.events.append(event)
+        if automatic or not self.reactions:
+            return
+        view = load_view(conn, self, event.ticket_id)
+        for reaction in self.reactions:
+            for out in reaction(event, view):
+                enqueue(
+                    conn,
+                    out.key,
+                    out.message,
+                    now=self.now,
+                    ticket_id=event.ticket_id,
+                    mail_domain=self.mail_domain,
+                )
+
+
+def load_view(conn: Connection, ctx: UnitContext, ticket_id: int) -> TicketView:
+    row = conn.execute(
+        select(
+            tickets,
+            customers.c.name.label("customer_name"),
+            customers.c.email.label("customer_email"),
+            identities.c.channel.label("identity_channel"),
+            identities.c.address.label("identity_address"),
+            identities.c.bouncing,
+            teams.c.name.label("team_name"),
+            agents.c.name.label("assignee_name"),
+        )
+        .join(customers, customers.c.id == tickets.c.customer_id)
+        .join(identities, identities.c.id == tickets.c.reply_identity_id)
+        .outerjoin(teams, teams.c.id == tickets.c.team_id)
+        .outerjoin(agents, agents.c.id == tickets.c.assignee_id)
+        .where(tickets.c.id == ticket_id)
+    ).one()
+    return view_from_row(row, ctx)
+
+
+def view_from_row(row: Any, ctx: UnitContext) -> TicketView:
+    return TicketView(
+        id=row.id,
+        number=row.number,
+        subject=row.subject,
+        status=row.status,
+        priority=row.priority,
+        channel=row.channel,
+        customer_id=row.customer_id,
+        customer_name=row.customer_name,
+        customer_email=row.customer_email,
+        reply_to=ThreadRef(Channel(row.identity_channel), row.identity_address, row.reply_thread),
+        status_url=ctx.status_url(row.id, row.number, row.portal_version),
+        bouncing=row.bouncing,
+        team=row.team_name,
+        assignee_id=row.assignee_id,
+        assignee_name=row.assignee_name,
+        language=row.language,
+        created_at=row.created_at,
+        first_response_due=row.first_response_due,
+    )

@@ -1,0 +1,1 @@
+"""The composition root: aiohttp app, HTTP routes, webhooks and CLI."""
