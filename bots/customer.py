@@ -34,20 +34,35 @@ class CustomerBot:
 
     def _acknowledge(self, ticket: TicketView) -> Outgoing:
         lang = self._lang(ticket)
-        text = render("ack", lang, name=ticket.customer_name or ticket.customer_email or "",
-                      service=self.service_name, number=ticket.number,
-                      status_url=ticket.status_url)
+        text = render(
+            "ack",
+            lang,
+            name=ticket.customer_name or ticket.customer_email or "",
+            service=self.service_name,
+            number=ticket.number,
+            status_url=ticket.status_url,
+        )
         subject = render("ack_subject", lang, number=ticket.number, subject=ticket.subject)
-        message = OutboundMessage(to=ticket.reply_to, text=text, subject=subject, automatic=True,
-                                  in_reply_to=_thread(ticket))
+        message = OutboundMessage(
+            to=ticket.reply_to,
+            text=text,
+            subject=subject,
+            automatic=True,
+            in_reply_to=_thread(ticket),
+        )
         return Outgoing(f"ack:{ticket.id}", message)
 
     def _relay(self, event: MessageAppended, ticket: TicketView) -> Outgoing:
         lang = self._lang(ticket)
         footer = render("reply_footer", lang, number=ticket.number, status_url=ticket.status_url)
         subject = render("reply_subject", lang, number=ticket.number, subject=ticket.subject)
-        message = OutboundMessage(to=ticket.reply_to, text=event.text + footer, subject=subject,
-                                  html=event.html, in_reply_to=_thread(ticket))
+        message = OutboundMessage(
+            to=ticket.reply_to,
+            text=event.text + footer,
+            subject=subject,
+            html=event.html,
+            in_reply_to=_thread(ticket),
+        )
         return Outgoing(f"reply:{event.message_id}", message)
 
 

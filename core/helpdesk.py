@@ -75,12 +75,20 @@ class Helpdesk:
     async def claim(self, number: int, actor: desk.Actor) -> int:
         return await self.run(lambda conn, ctx: desk.claim(conn, ctx, number, actor))
 
-    async def assign(self, number: int, agent_id: int | None, actor: desk.Actor,
-                     reason: str = "") -> None:
+    async def assign(
+        self, number: int, agent_id: int | None, actor: desk.Actor, reason: str = ""
+    ) -> None:
         await self.run(lambda conn, ctx: desk.assign(conn, ctx, number, agent_id, actor, reason))
 
-    async def reply(self, number: int, text: str, actor: desk.Actor, *, html: str | None = None,
-                    status: TicketStatus | None = None) -> int:
+    async def reply(
+        self,
+        number: int,
+        text: str,
+        actor: desk.Actor,
+        *,
+        html: str | None = None,
+        status: TicketStatus | None = None,
+    ) -> int:
         return await self.run(
             lambda conn, ctx: desk.reply(conn, ctx, number, text, actor, html, status)
         )
@@ -88,15 +96,28 @@ class Helpdesk:
     async def note(self, number: int, text: str, actor: desk.Actor) -> int:
         return await self.run(lambda conn, ctx: desk.note(conn, ctx, number, text, actor))
 
-    async def set_status(self, number: int, status: TicketStatus, actor: desk.Actor,
-                         reason: str = "") -> None:
+    async def set_status(
+        self, number: int, status: TicketStatus, actor: desk.Actor, reason: str = ""
+    ) -> None:
         await self.run(lambda conn, ctx: desk.set_status(conn, ctx, number, status, actor, reason))
 
-    async def update_fields(self, number: int, actor: desk.Actor, *,
-                            priority: Priority | None = None,
-                            add_tags: list[str] | None = None,
-                            remove_tags: list[str] | None = None) -> None:
-        await self.run(lambda conn, ctx: desk.update_fields(
-            conn, ctx, number, actor, priority=priority, add_tags=add_tags,
-            remove_tags=remove_tags,
-        ))
+    async def update_fields(
+        self,
+        number: int,
+        actor: desk.Actor,
+        *,
+        priority: Priority | None = None,
+        add_tags: list[str] | None = None,
+        remove_tags: list[str] | None = None,
+    ) -> None:
+        await self.run(
+            lambda conn, ctx: desk.update_fields(
+                conn,
+                ctx,
+                number,
+                actor,
+                priority=priority,
+                add_tags=add_tags,
+                remove_tags=remove_tags,
+            )
+        )

@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from core.errors import InvalidInput, TooLarge
+from core.errors import InvalidInput, NotFound, TooLarge
 from core.events import MessageAppended, TicketOpened, TicketReopened
+from core.links import check_portal_token
 from core.messages import InboundMessage
 from core.persistence.models import (
     AttachmentRow,
@@ -77,10 +78,14 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
     if not first_time:
         return _previous_result(conn, ctx, msg)
 
-    customer_id, identity_id = _identify(conn, ctx, msg)
+    portal = _portal_ticket(conn, ctx, msg)
+    if portal is not None:  # a reply on the status page: written by the ticket's customer
+        customer_id, identity_id = portal.customer_id, portal.reply_identity_id
+    else:
+        customer_id, identity_id = _identify(conn, ctx, msg)
     if msg.bounce is not None:
         _mark_bouncing(conn, msg)
-    decision = _thread(conn, ctx, msg, customer_id)
+    decision = _thread(conn, ctx, msg, customer_id, portal.id if portal is not None else None)
 
     if decision.verdict is Verdict.NEW:
         ticket_id, number, version = _open_ticket(
@@ -230,14 +235,32 @@ def _known(
     return KnownTicket(row.id, row.customer_id, TicketStatus(row.status), row.resolved_at)
 
 
+def _portal_ticket(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Any:
+    hints = msg.thread_hints
+    if not hints.portal_token or hints.ticket_number is None:
+        return None
+    row = conn.execute(select(tickets).where(tickets.c.number == hints.ticket_number)).first()
+    if row is None or not check_portal_token(
+        ctx.secret, row.id, row.portal_version, hints.portal_token
+    ):
+        raise NotFound(f"ticket #{hints.ticket_number} not found")
+    return row
+
+
 def _thread(
-    conn: Connection, ctx: UnitContext, msg: InboundMessage, customer_id: int
+    conn: Connection,
+    ctx: UnitContext,
+    msg: InboundMessage,
+    customer_id: int,
+    trusted_ticket_id: int | None,
 ) -> ThreadDecision:
     hints = msg.thread_hints
     refs = hints.references
     if msg.bounce is not None and msg.bounce.original_message_id:
         refs = (*refs, msg.bounce.original_message_id)
-    by_reference = _known(conn, ticket_id=find_thread(conn, msg.channel.value, refs))
+    if trusted_ticket_id is None:
+        trusted_ticket_id = find_thread(conn, msg.channel.value, refs)
+    by_reference = _known(conn, ticket_id=trusted_ticket_id)
     by_number = _known(conn, number=hints.ticket_number)
     return decide_thread(
         customer_id=customer_id,

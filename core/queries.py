@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, String, and_, cast, exists, func, or_, select
 
 from core.errors import InvalidInput, NotFound
+from core.links import check_portal_token
 from core.persistence.models import AttachmentRow, Message, OutboxRow, TicketEvent
 from core.persistence.records import tickets
 from core.tickets import Priority, TicketStatus
@@ -153,3 +154,23 @@ def is_visible(row: Any, team_id: int | None, agent_id: int | None) -> bool:
         or row.team_id == team_id
         or (agent_id is not None and row.assignee_id == agent_id)
     )
+
+
+def attachment(conn: Connection, number: int, attachment_id: int) -> Any:
+    row = conn.execute(
+        select(attachments)
+        .join(messages, messages.c.id == attachments.c.message_id)
+        .join(tickets, tickets.c.id == messages.c.ticket_id)
+        .where(tickets.c.number == number, attachments.c.id == attachment_id)
+    ).first()
+    if row is None:
+        raise NotFound("attachment not found")
+    return row
+
+
+def portal_ticket(conn: Connection, ctx: UnitContext, number: int, token: str) -> Any:
+    """The ticket a status link shows; NotFound unless the token is current for it."""
+    row = conn.execute(_view_query().where(tickets.c.number == number)).first()
+    if row is None or not check_portal_token(ctx.secret, row.id, row.portal_version, token):
+        raise NotFound("this status link is unknown or has been revoked")
+    return row

@@ -1,0 +1,202 @@
+"""`helpline serve|migrate|agent|token|kb|demo`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from core import accounts, kb
+from core.config import Settings, load_settings
+from core.errors import HelplineError
+from core.persistence.database import Database, open_database
+from core.persistence.migrate import upgrade
+from core.ports import utc_now
+from gateway.app import create_app
+
+DEFAULT_CONFIG = "config.example.toml"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config
+    if path is None and Path(DEFAULT_CONFIG).exists():
+        path = DEFAULT_CONFIG
+    return load_settings(path)
+
+
+def _database(settings: Settings) -> Database:
+    return open_database(settings.database.url, durable=settings.database.durable)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.service.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    port = args.port if args.port is not None else settings.service.port
+    host = args.host or settings.service.host
+    app = create_app(settings)
+    print(
+        f"helpline serving on http://{host}:{port} (database: "
+        f"{settings.database.url.split('://', 1)[0]})",
+        flush=True,
+    )
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _database(settings)
+    upgrade(db, args.revision)
+    print(f"database migrated to {args.revision}")
+    return 0
+
+
+def cmd_agent_add(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _database(settings)
+    upgrade(db)
+    skills = tuple(s.strip() for s in (args.skills or "").split(",") if s.strip())
+    agent_id = db.run_sync(
+        lambda c: accounts.add_agent(
+            c,
+            name=args.name,
+            email=args.email,
+            role=accounts.parse_role(args.role),
+            now=utc_now(),
+            team=args.team,
+            skills=skills,
+            max_open=args.max_open,
+        )
+    )
+    print(f"agent {agent_id} added: {args.name} <{args.email}> ({args.role})")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _database(settings)
+    upgrade(db)
+    token = db.run_sync(
+        lambda c: accounts.create_token(
+            c,
+            name=args.name,
+            role=accounts.parse_role(args.role),
+            now=utc_now(),
+            agent_email=args.agent,
+        )
+    )
+    print(f"token {args.name!r} ({args.role}) created; it is shown only once:")
+    print(token)
+    return 0
+
+
+def progress(done: int, total: int, width: int = 30) -> None:
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def cmd_kb_import(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    path = Path(args.path)
+    if not path.exists():
+        raise HelplineError(f"{path}: no such file or folder")
+    articles = kb.read_articles(path)
+    db = _database(settings)
+    upgrade(db)
+    created = 0
+    now = utc_now()
+    for i, article in enumerate(articles, start=1):
+        created += db.run_sync(lambda c, a=article: kb.save_article(c, a, now))
+        progress(i, len(articles))
+    print(f"{len(articles)} article(s) imported: {created} new, {len(articles) - created} updated")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import seed
+
+    settings = _settings(args)
+    db = _database(settings)
+    upgrade(db)
+    summary = asyncio.run(seed(settings, tickets=args.tickets, seed=args.seed))
+    print(summary)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="helpline", description="Omnichannel support helpdesk")
+    p.add_argument("--config", help=f"TOML settings file (default: ./{DEFAULT_CONFIG} if present)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service (applies migrations first)")
+    serve.add_argument("--config", default=argparse.SUPPRESS)
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--host")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--config", default=argparse.SUPPRESS)
+    migrate.add_argument("--revision", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    agent = sub.add_parser("agent", help="manage agents").add_subparsers(
+        dest="action", required=True
+    )
+    add = agent.add_parser("add", help="add an agent")
+    add.add_argument("--config", default=argparse.SUPPRESS)
+    add.add_argument("--name", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--role", default="agent", choices=[r.value for r in accounts.Role])
+    add.add_argument("--team")
+    add.add_argument("--skills", help="comma-separated")
+    add.add_argument("--max-open", type=int, default=25)
+    add.set_defaults(func=cmd_agent_add)
+
+    token = sub.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = token.add_parser("create", help="create a bearer token (printed on the last line)")
+    create.add_argument("--config", default=argparse.SUPPRESS)
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
+    create.add_argument("--agent", help="email of the agent the token acts as")
+    create.set_defaults(func=cmd_token_create)
+
+    kb_cmd = sub.add_parser("kb", help="knowledge base").add_subparsers(
+        dest="action", required=True
+    )
+    kb_import = kb_cmd.add_parser("import", help="import Markdown files or CSV")
+    kb_import.add_argument("--config", default=argparse.SUPPRESS)
+    kb_import.add_argument("path")
+    kb_import.set_defaults(func=cmd_kb_import)
+
+    demo = sub.add_parser("demo", help="seed a realistic demo data set")
+    demo.add_argument("--config", default=argparse.SUPPRESS)
+    demo.add_argument("--tickets", type=int, default=300)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HelplineError as err:
+        print(f"helpline: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""HTTP edge plumbing: the domain errors mapped once to JSON problems, JSON body parsing, rate
+limits and the per-route registry the OpenAPI document is built from."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from core.accounts import Role
+from core.errors import (
+    Conflict,
+    Forbidden,
+    HelplineError,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATUS_BY_ERROR: list[tuple[type[HelplineError], int]] = [
+    (TooLarge, 413),
+    (InvalidInput, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+]
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def status_for(err: HelplineError) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(err, kind):
+            return status
+    return 500
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if field:
+        body["field"] = field
+    body.update(extra)
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        headers=headers,
+        content_type="application/problem+json",
+    )
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or InvalidInput naming what is wrong."""
+    if request.content_type != "application/json":
+        raise InvalidInput("the body must be JSON (Content-Type: application/json)", "body")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge("the request body is too large", "body") from None
+    try:
+        data = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InvalidInput(f"malformed JSON: {err}", "body") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the JSON body must be an object", "body")
+    return data
+
+
+def field_str(
+    data: dict[str, Any],
+    name: str,
+    *,
+    required: bool = True,
+    max_len: int = 100_000,
+    default: str = "",
+) -> str:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InvalidInput(f"{name} is required", name)
+        return default
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string", name)
+    if required and not value.strip():
+        raise InvalidInput(f"{name} must not be empty", name)
+    if len(value) > max_len:
+        raise InvalidInput(f"{name} is longer than {max_len} characters", name)
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be an integer", name) from None
+
+
+def path_number(request: web.Request) -> int:
+    raw = request.match_info["number"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"ticket #{raw} not found")
+    return int(raw)
+
+
+class RateLimiter:
+    """A sliding window per key (client IP) in this process's memory."""
+
+    def __init__(
+        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._hits: dict[str, deque[float]] = {}
+
+    def check(self, key: str) -> float | None:
+        """Count a hit; None when allowed, else the seconds until the next hit is allowed."""
+        now = self.clock()
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.limit:
+            return hits[0] + self.window - now
+        hits.append(now)
+        if len(self._hits) > 100_000:  # forget idle clients so memory stays bounded
+            self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
+        return None
+
+
+def client_ip(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+@dataclass
+class Operation:
+    """One API route: how it is served and how the OpenAPI document describes it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    role: Role | None  # None: public
+    body: dict[str, Any] | None = None
+    responses: dict[int, str] = field(default_factory=dict)
+    params: list[dict[str, Any]] = field(default_factory=list)
+    tag: str = "tickets"
+
+
+class Api:
+    """Collects operations so routes and the OpenAPI document cannot drift apart."""
+
+    def __init__(self) -> None:
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        role: Role | None,
+        body: dict[str, Any] | None = None,
+        responses: dict[int, str] | None = None,
+        params: list[dict[str, Any]] | None = None,
+        tag: str = "tickets",
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.operations.append(
+                Operation(
+                    method,
+                    path,
+                    handler,
+                    summary,
+                    role,
+                    body,
+                    responses or {200: "OK"},
+                    params or [],
+                    tag,
+                )
+            )
+            return handler
+
+        return register
+
+    def add_to(self, app: web.Application) -> None:
+        for op in self.operations:
+            app.router.add_route(op.method, op.path, op.handler)

@@ -1,0 +1,78 @@
+"""Prometheus metrics of one application instance (its own registry, so tests can run many)."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+
+from core.events import Event
+from core.persistence.database import Database
+from core.persistence.models import OutboxRow
+
+outbox = OutboxRow.__table__
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "helpline_http_request_seconds",
+            "HTTP request latency",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "helpline_events_total",
+            "Committed domain events by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.outbox = Gauge(
+            "helpline_outbox_rows",
+            "Outbox rows by channel and status",
+            ["channel", "status"],
+            registry=self.registry,
+        )
+
+    async def on_event(self, event: Event) -> None:
+        self.events.labels(type(event).__name__).inc()
+
+    async def render(self, db: Database) -> web.Response:
+        rows = await db.read(
+            lambda c: c.execute(
+                select(outbox.c.channel, outbox.c.status, func.count()).group_by(
+                    outbox.c.channel, outbox.c.status
+                )
+            ).all()
+        )
+        self.outbox.clear()
+        for channel, status, count in rows:
+            self.outbox.labels(channel, status).set(count)
+        response = web.Response(body=generate_latest(self.registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    def middleware(self) -> web.middleware:  # type: ignore[valid-type]
+        @web.middleware
+        async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as err:
+                status = err.status
+                raise
+            finally:
+                resource = request.match_info.route.resource
+                route = resource.canonical if resource is not None else "unmatched"
+                self.requests.labels(route, request.method, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+        return observe

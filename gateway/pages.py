@@ -1,0 +1,229 @@
+"""HTML pages for customers: the web form and the ticket status page (portal). No JavaScript."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nh3
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from core import queries
+from core.errors import InvalidInput, TooLarge
+from core.messages import Attachment, Channel, InboundMessage, Sender, ThreadHints
+from core.quarantine import keep
+from core.views import view_from_row
+from gateway import csrf
+from gateway.http import client_ip
+from gateway.state import HELPDESK, INTAKE_LIMITER, SETTINGS, TEMPLATES
+from gateway.validation import clean_email, clean_name
+
+routes = web.RouteTableDef()
+
+STATUS_LABELS = {
+    "new": "Received",
+    "open": "In progress",
+    "pending": "Waiting for you",
+    "resolved": "Resolved",
+    "closed": "Closed",
+}
+
+
+def sanitize(html: str | None) -> Markup:
+    """Customer HTML made safe to show: nh3 keeps formatting, drops scripts, styles, handlers."""
+    return Markup(nh3.clean(html or "", link_rel="noopener noreferrer nofollow"))
+
+
+def templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("gateway", "templates"), autoescape=select_autoescape(default=True)
+    )
+    env.filters["sanitize"] = sanitize
+    env.globals["status_labels"] = STATUS_LABELS
+    return env
+
+
+def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
+    settings = request.app[SETTINGS]
+    html = (
+        request.app[TEMPLATES].get_template(name).render(service=settings.service.name, **context)
+    )
+    response = web.Response(text=html, status=status, content_type="text/html")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"  # status links must not leak
+    return response
+
+
+def _form_page(
+    request: web.Request, name: str, *, status: int = 200, **context: Any
+) -> web.Response:
+    """Render a page carrying a fresh CSRF token, setting the browser cookie when new."""
+    helpdesk = request.app[HELPDESK]
+    cookie, fresh = csrf.browser_cookie(request)
+    response = render(request, name, status, form=csrf.issue(helpdesk.secret, cookie), **context)
+    if fresh:
+        csrf.set_cookie(response, cookie, helpdesk.settings.service.public_url.startswith("https"))
+    return response
+
+
+@routes.get("/")
+async def form_page(request: web.Request) -> web.Response:
+    return _form_page(request, "form.html", values={}, errors={})
+
+
+async def _read_form(request: web.Request) -> Any:
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge("the submission is too large") from None
+    except ValueError as err:
+        raise InvalidInput(f"malformed form: {err}", "form") from None
+
+
+def _attachments(form: Any, max_count: int) -> tuple[Attachment, ...]:
+    files = [
+        f for f in form.getall("attachments", []) if isinstance(f, web.FileField) and f.filename
+    ]
+    if len(files) > max_count:
+        raise TooLarge(f"at most {max_count} attachments", "attachments")
+    return tuple(
+        Attachment(
+            filename=f.filename,
+            content_type=f.content_type or "application/octet-stream",
+            content=f.file.read(),
+        )
+        for f in files
+    )
+
+
+@routes.post("/")
+async def submit_form(request: web.Request) -> web.Response:
+    helpdesk = request.app[HELPDESK]
+    if (wait := request.app[INTAKE_LIMITER].check(client_ip(request))) is not None:
+        return render(
+            request,
+            "error.html",
+            429,
+            title="Too many submissions",
+            detail=f"Please wait {max(1, round(wait))} seconds and try again.",
+        )
+    form = await _read_form(request)
+    csrf.verify(helpdesk.secret, request, str(form.get("form_id", "")), str(form.get("csrf", "")))
+    if form.get("website"):  # the honeypot: only bots fill a field people cannot see
+        raw = repr({k: v for k, v in form.items() if isinstance(v, str)}).encode()
+        await helpdesk.db.write(
+            lambda c: keep(
+                c, channel="web", reason="honeypot field filled", raw=raw, now=helpdesk.clock()
+            )
+        )
+        return render(request, "submitted.html", number=None, status_url=None)
+
+    limits = helpdesk.settings.intake
+    values = {k: str(form.get(k, "")) for k in ("name", "email", "subject", "message")}
+    errors: dict[str, str] = {}
+    email = ""
+    try:
+        email = clean_email(values["email"])
+    except InvalidInput as err:
+        errors["email"] = str(err)
+    if not values["message"].strip():
+        errors["message"] = "Please describe your problem."
+    elif len(values["message"]) > limits.max_body_chars:
+        errors["message"] = f"The message is longer than {limits.max_body_chars} characters."
+    if len(values["subject"]) > limits.max_subject_chars:
+        errors["subject"] = f"The subject is longer than {limits.max_subject_chars} characters."
+    if errors:
+        return _form_page(request, "form.html", status=400, values=values, errors=errors)
+
+    msg = InboundMessage(
+        channel=Channel.WEB,
+        external_id=str(form["form_id"]),
+        sender=Sender(address=email, name=clean_name(values["name"]), email=email),
+        subject=values["subject"].strip(),
+        text=values["message"],
+        attachments=_attachments(form, limits.max_attachments),
+        received_at=helpdesk.clock(),
+    )
+    result = await helpdesk.ingest(msg)
+    return render(
+        request, "submitted.html", number=result.ticket_number, status_url=result.status_url
+    )
+
+
+async def _portal_row(request: web.Request) -> tuple[Any, Any]:
+    helpdesk = request.app[HELPDESK]
+    raw = request.match_info["number"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPNotFound()
+    number, token = int(raw), request.match_info["token"]
+    return await helpdesk.read(
+        lambda conn, ctx: (queries.portal_ticket(conn, ctx, number, token), ctx)
+    )
+
+
+async def _portal_page(
+    request: web.Request, *, status: int = 200, error: str | None = None, sent: bool = False
+) -> web.Response:
+    helpdesk = request.app[HELPDESK]
+    row, ctx = await _portal_row(request)
+    entries = await helpdesk.db.read(
+        lambda conn: queries.ticket_messages(conn, row.id, public_only=True)
+    )
+    return _form_page(
+        request,
+        "portal.html",
+        status=status,
+        ticket=view_from_row(row, ctx),
+        row=row,
+        entries=entries,
+        error=error,
+        sent=sent,
+    )
+
+
+@routes.get("/t/{number}/{token}")
+async def portal_page(request: web.Request) -> web.Response:
+    return await _portal_page(request, sent=request.query.get("sent") == "1")
+
+
+@routes.post("/t/{number}/{token}")
+async def portal_reply(request: web.Request) -> web.Response:
+    helpdesk = request.app[HELPDESK]
+    if (wait := request.app[INTAKE_LIMITER].check(client_ip(request))) is not None:
+        return render(
+            request,
+            "error.html",
+            429,
+            title="Too many submissions",
+            detail=f"Please wait {max(1, round(wait))} seconds and try again.",
+        )
+    row, _ = await _portal_row(request)
+    form = await _read_form(request)
+    csrf.verify(helpdesk.secret, request, str(form.get("form_id", "")), str(form.get("csrf", "")))
+    text = str(form.get("message", ""))
+    limits = helpdesk.settings.intake
+    if not text.strip() or len(text) > limits.max_body_chars:
+        return await _portal_page(
+            request,
+            status=400,
+            error=f"Please write a message (at most {limits.max_body_chars} characters).",
+        )
+    msg = InboundMessage(
+        channel=Channel.WEB,
+        external_id=str(form["form_id"]),
+        sender=Sender(address="portal", name=row.customer_name),
+        text=text,
+        attachments=_attachments(form, limits.max_attachments),
+        thread_hints=ThreadHints(
+            ticket_number=row.number, portal_token=request.match_info["token"]
+        ),
+        received_at=helpdesk.clock(),
+    )
+    await helpdesk.ingest(msg)
+    # Post/Redirect/Get: a reload shows the page instead of posting again
+    raise web.HTTPSeeOther(f"{request.path}?sent=1")

@@ -1,0 +1,19 @@
+"""Typed keys for what the application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from jinja2 import Environment
+
+from core.config import Settings
+from core.helpdesk import Helpdesk
+from core.outbox import Dispatcher
+from gateway.http import RateLimiter
+from gateway.metrics import Metrics
+
+SETTINGS = web.AppKey("settings", Settings)
+HELPDESK = web.AppKey("helpdesk", Helpdesk)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+TEMPLATES = web.AppKey("templates", Environment)
+METRICS = web.AppKey("metrics", Metrics)
+INTAKE_LIMITER = web.AppKey("intake_limiter", RateLimiter)
