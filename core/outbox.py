@@ -67,7 +67,7 @@ def enqueue(
             "created_at": now,
         },
     )
-    if written and ticket_id is not None and "message_id" in payload:
+    if written and ticket_id is not None and payload.get("message_id"):
         # a customer's reply to this mail threads back to the ticket
         add_thread_ref(conn, Channel.EMAIL.value, payload["message_id"], ticket_id)
     return written

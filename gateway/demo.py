@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import zlib
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -195,7 +196,7 @@ def _agents(db_conn: object, now: datetime) -> None:
 def _sender(rng: random.Random, channel: Channel, customers: list[tuple[str, str]]) -> Sender:
     name, email = rng.choice(customers)
     if channel is Channel.TELEGRAM:
-        return Sender(address=str(100000 + abs(hash(email)) % 900000), name=name)
+        return Sender(address=str(100000 + zlib.crc32(email.encode()) % 900000), name=name)
     if channel is Channel.SLACK:
         return Sender(address="U" + email.split("@")[0].upper()[:8], name=name)
     return Sender(address=email, name=name, email=email)
@@ -231,6 +232,7 @@ async def seed(settings: Settings, *, tickets: int = 300, seed: int = 7) -> str:
         opened = 0
         for i in range(tickets):
             clock.now += step
+            rng = random.Random(f"{seed}:{i}")  # per ticket, so a re-run sees the same tickets
             channel = rng.choice(CHANNELS)
             subject, body = rng.choice(PROBLEMS)
             result = await helpdesk.ingest(

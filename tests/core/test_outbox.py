@@ -1,0 +1,147 @@
+"""The transactional outbox and its dispatcher, with a recording channel adapter."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from core.config import OutboxSettings
+from core.errors import ChannelRejected, ChannelUnavailable
+from core.helpdesk import Helpdesk
+from core.messages import Channel, DeliveryReceipt, InboundMessage, OutboundMessage, Sender
+from core.outbox import Dispatcher, backoff, claim_due
+from core.persistence.models import OutboxRow
+from core.ports import Sink
+from tests.core.conftest import StepClock
+
+outbox = OutboxRow.__table__
+
+
+class RecordingChannel:
+    """Stands in for an external channel: records deliveries, fails on demand."""
+
+    channel = "email"
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.failures = list(failures or [])
+        self.sent: list[tuple[str, OutboundMessage]] = []
+
+    async def start(self, sink: Sink) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, message: OutboundMessage, idempotency_key: str) -> DeliveryReceipt:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append((idempotency_key, message))
+        return DeliveryReceipt(f"ext-{len(self.sent)}")
+
+
+async def rows(helpdesk: Helpdesk) -> list[Any]:
+    return await helpdesk.db.read(lambda c: c.execute(select(outbox).order_by(outbox.c.id)).all())
+
+
+async def open_ticket(helpdesk: Helpdesk, external_id: str = "m1") -> None:
+    await helpdesk.ingest(
+        InboundMessage(
+            Channel.EMAIL,
+            external_id,
+            Sender("ann@example.org", "Ann", "ann@example.org"),
+            "Help",
+            datetime(2026, 3, 2, tzinfo=UTC),
+            subject="Login",
+        )
+    )
+
+
+def dispatcher(
+    helpdesk: Helpdesk, channel: RecordingChannel, clock: StepClock, **settings: Any
+) -> Dispatcher:
+    config = OutboxSettings(**{"backoff_base_seconds": 10.0, "max_attempts": 3, **settings})
+    return Dispatcher(helpdesk.db, {"email": channel}, config, clock, random.Random(1))
+
+
+async def test_row_is_sent_once_and_marked_with_the_channel_id(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    await open_ticket(helpdesk)
+    channel = RecordingChannel()
+    d = dispatcher(helpdesk, channel, clock)
+    assert await d.dispatch_once() == 1
+    assert await d.dispatch_once() == 0  # nothing is due any more
+    [row] = await rows(helpdesk)
+    assert (row.status, row.external_id, row.attempts) == ("sent", "ext-1", 1)
+    [(key, message)] = channel.sent
+    assert key == row.idempotency_key and message.to.address == "ann@example.org"
+    assert "#1" in message.subject and message.message_id  # threading id chosen up front
+
+
+async def test_transient_failure_backs_off_then_delivers(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    await open_ticket(helpdesk)
+    channel = RecordingChannel([ChannelUnavailable("relay down", retry_after=120)])
+    d = dispatcher(helpdesk, channel, clock)
+    await d.dispatch_once()
+    [row] = await rows(helpdesk)
+    assert row.status == "queued" and row.attempts == 1 and "relay down" in row.last_error
+    assert row.next_attempt_at >= clock() + timedelta(seconds=120)  # Retry-After honoured
+    clock.advance(seconds=60)
+    assert await d.dispatch_once() == 0  # not due yet
+    clock.advance(seconds=61)
+    assert await d.dispatch_once() == 1
+    assert [r.status for r in await rows(helpdesk)] == ["sent"]
+    assert len(channel.sent) == 1
+
+
+async def test_permanent_rejection_and_exhausted_retries_are_dead(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    await open_ticket(helpdesk, "a")
+    await open_ticket(helpdesk, "b")
+    failures: list[Exception] = [ChannelRejected("no such user")] + [
+        ChannelUnavailable("timeout")
+    ] * 3
+    channel = RecordingChannel(failures)
+    d = dispatcher(helpdesk, channel, clock)
+    for _ in range(4):
+        await d.dispatch_once()
+        clock.advance(hours=1)
+    statuses = [(r.status, r.attempts) for r in await rows(helpdesk)]
+    assert statuses == [("dead", 1), ("dead", 3)]
+    assert channel.sent == []
+
+
+async def test_without_an_adapter_rows_stay_queued_and_visible(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    await open_ticket(helpdesk)
+    d = Dispatcher(helpdesk.db, {}, OutboxSettings(), clock)
+    assert await d.dispatch_once() == 0
+    assert [r.status for r in await rows(helpdesk)] == ["queued"]
+
+
+async def test_an_expired_lease_is_taken_over(helpdesk: Helpdesk, clock: StepClock) -> None:
+    """A sender that died mid-delivery leaves a 'sending' row; after its lease, it is retried."""
+    await open_ticket(helpdesk)
+    taken = await helpdesk.db.write(lambda c: claim_due(c, ["email"], clock(), 30, 10))
+    assert len(taken) == 1
+    channel = RecordingChannel()
+    d = dispatcher(helpdesk, channel, clock)
+    assert await d.dispatch_once() == 0  # still leased
+    clock.advance(seconds=31)
+    assert await d.dispatch_once() == 1
+    assert len(channel.sent) == 1
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    settings = OutboxSettings(backoff_base_seconds=2, backoff_max_seconds=60)
+    rng = random.Random(3)
+    delays = [backoff(n, settings, None, rng) for n in range(1, 9)]
+    assert all(1 <= d <= 2 for d in delays[:1])
+    assert all(d <= 60 for d in delays)
+    assert delays[3] > delays[0]
+    assert backoff(1, settings, 300, rng) == 300

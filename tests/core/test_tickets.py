@@ -1,0 +1,70 @@
+"""The ticket lifecycle table."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import InvalidInput, InvalidTransition
+from core.tickets import (
+    TicketStatus,
+    check_transition,
+    parse_status,
+    status_after_agent_reply,
+    status_after_customer_message,
+)
+
+S = TicketStatus
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.NEW, S.OPEN),
+        (S.NEW, S.PENDING),
+        (S.NEW, S.RESOLVED),
+        (S.OPEN, S.PENDING),
+        (S.OPEN, S.RESOLVED),
+        (S.PENDING, S.OPEN),
+        (S.PENDING, S.RESOLVED),
+        (S.RESOLVED, S.OPEN),
+        (S.RESOLVED, S.CLOSED),
+    ],
+)
+def test_allowed_transitions(current: TicketStatus, target: TicketStatus) -> None:
+    check_transition(current, target)
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (S.NEW, S.CLOSED),
+        (S.OPEN, S.NEW),
+        (S.OPEN, S.CLOSED),
+        (S.PENDING, S.CLOSED),
+        (S.CLOSED, S.OPEN),
+        (S.CLOSED, S.RESOLVED),
+        (S.RESOLVED, S.PENDING),
+    ],
+)
+def test_refused_transitions_name_both_states(current: TicketStatus, target: TicketStatus) -> None:
+    with pytest.raises(InvalidTransition) as err:
+        check_transition(current, target)
+    assert repr(current.value) in str(err.value) and repr(target.value) in str(err.value)
+
+
+def test_customer_message_reopens_pending_and_resolved_only() -> None:
+    assert status_after_customer_message(S.PENDING) is S.OPEN
+    assert status_after_customer_message(S.RESOLVED) is S.OPEN
+    assert status_after_customer_message(S.NEW) is None
+    assert status_after_customer_message(S.OPEN) is None
+    assert status_after_customer_message(S.CLOSED) is None
+
+
+def test_agent_reply_opens_a_new_ticket() -> None:
+    assert status_after_agent_reply(S.NEW) is S.OPEN
+    assert status_after_agent_reply(S.PENDING) is None
+
+
+def test_unknown_status_names_the_choices() -> None:
+    with pytest.raises(InvalidInput, match="one of: new, open"):
+        parse_status("archived")

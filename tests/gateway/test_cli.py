@@ -1,0 +1,175 @@
+"""The `helpline` command, run as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    port = free_port()
+    path = tmp_path / "helpline.toml"
+    path.write_text(
+        f'[service]\nport = {port}\npublic_url = "http://127.0.0.1:{port}"\n'
+        f'data_dir = "{tmp_path / "data"}"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path / "data" / "helpline.db"}"\ndurable = false\n'
+    )
+    return path
+
+
+def helpline(*args: str, config: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "HELPLINE_DATABASE_URL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_migrate_agent_and_token(config: Path) -> None:
+    assert "migrated" in helpline("migrate", config=config).stdout
+    out = helpline(
+        "agent",
+        "add",
+        "--name",
+        "Alice",
+        "--email",
+        "alice@support.test",
+        "--role",
+        "supervisor",
+        "--team",
+        "billing",
+        "--skills",
+        "vat,refunds",
+        config=config,
+    ).stdout
+    assert "Alice" in out
+    token = (
+        helpline(
+            "token",
+            "create",
+            "--name",
+            "alice-laptop",
+            "--role",
+            "supervisor",
+            "--agent",
+            "alice@support.test",
+            config=config,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    assert token.startswith("hl_") and len(token) > 40
+    dup = helpline(
+        "agent", "add", "--name", "A2", "--email", "alice@support.test", config=config, check=False
+    )
+    assert dup.returncode == 2 and "exists already" in dup.stderr
+    bad = helpline(
+        "token",
+        "create",
+        "--name",
+        "x",
+        "--role",
+        "agent",
+        "--agent",
+        "nobody@x.org",
+        config=config,
+        check=False,
+    )
+    assert bad.returncode == 2 and "no agent" in bad.stderr
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[intake]\nmax_attachmnet_bytes = 5\n")
+    result = helpline("migrate", config=path, check=False)
+    assert result.returncode == 2
+    assert "intake.max_attachmnet_bytes: unknown setting" in result.stderr
+
+
+def test_kb_import_markdown_and_csv(config: Path, tmp_path: Path) -> None:
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "reset-password.md").write_text(
+        "---\nkeywords: password, login\n---\n# Resetting your password\n\nUse the link.\n"
+    )
+    (kb / "more.csv").write_text(
+        "slug,title,body,keywords,language\n"
+        "export,Exporting data,Settings > Export,csv,en\n"
+        ",如何重置密码,点击忘记密码,密码,zh\n"
+    )
+    result = helpline("kb", "import", str(kb), config=config)
+    assert "3 article(s) imported: 3 new" in result.stdout
+    assert "3/3" in result.stderr  # the progress bar
+    again = helpline("kb", "import", str(kb / "reset-password.md"), config=config)
+    assert "0 new, 1 updated" in again.stdout
+    (kb / "broken.md").write_text("no title here\n")
+    broken = helpline("kb", "import", str(kb / "broken.md"), config=config, check=False)
+    assert broken.returncode == 2 and "no title" in broken.stderr
+
+
+async def test_serve_demo_and_api_end_to_end(config: Path) -> None:
+    """`helpline demo` seeds data; `helpline serve` answers on its port with it."""
+    demo = helpline("demo", "--tickets", "60", config=config)
+    assert "60 new tickets" in demo.stdout
+    assert "0 new tickets" in helpline("demo", "--tickets", "60", config=config).stdout
+    token = (
+        helpline("token", "create", "--name", "t", "--role", "admin", config=config)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    port = int(config.read_text().split("port = ")[1].split("\n")[0])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config), "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await http.get(f"{base}/healthz")).status == 200:
+                        break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "helpline serve did not come up"
+                time.sleep(0.2)
+            listing = await (
+                await http.get(
+                    f"{base}/api/v1/tickets?limit=200", headers={"Authorization": f"Bearer {token}"}
+                )
+            ).json()
+            assert listing["total"] == 60
+            statuses = {t["status"] for t in listing["tickets"]}
+            assert {"new", "open", "resolved"} <= statuses
+            channels = {t["channel"] for t in listing["tickets"]}
+            assert {"email", "web", "telegram"} <= channels
+            created = await http.post(
+                f"{base}/api/v1/messages", json={"email": "new@example.org", "body": "hello"}
+            )
+            assert (await created.json())["ticket"]["number"] == 61
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
