@@ -11,12 +11,12 @@ from enum import StrEnum
 from sqlalchemy import Connection, insert, select, update
 
 from core.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from core.persistence.models import Agent, ApiToken, Team
+from core.persistence.models import Agent, ApiToken, Team, table_of
 from core.persistence.records import insert_ignoring_duplicates
 
-agents = Agent.__table__
-teams = Team.__table__
-tokens = ApiToken.__table__
+agents = table_of(Agent)
+teams = table_of(Team)
+tokens = table_of(ApiToken)
 
 TOKEN_PREFIX = "hl_"
 

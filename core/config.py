@@ -163,7 +163,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(hint) if a is not type(None)]
         return _convert(options[0], value, key)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     if origin is tuple:
         if not isinstance(value, list):

@@ -20,7 +20,7 @@ from core.events import (
     TicketResolved,
     TicketUpdated,
 )
-from core.persistence.models import Agent, Message
+from core.persistence.models import Agent, Message, table_of
 from core.persistence.records import record, tickets, touch
 from core.tickets import (
     MessageKind,
@@ -31,8 +31,8 @@ from core.tickets import (
 )
 from core.views import UnitContext
 
-agents = Agent.__table__
-messages = Message.__table__
+agents = table_of(Agent)
+messages = table_of(Message)
 
 MAX_TEXT = 100_000
 MAX_TAGS = 50

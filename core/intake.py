@@ -19,6 +19,7 @@ from core.persistence.models import (
     Identity,
     Message,
     Team,
+    table_of,
 )
 from core.persistence.records import (
     add_thread_ref,
@@ -34,11 +35,11 @@ from core.threads import KnownTicket, ThreadDecision, Verdict, decide_thread
 from core.tickets import MessageKind, Priority, TicketStatus, status_after_customer_message
 from core.views import UnitContext, identity_channel
 
-customers = Customer.__table__
-identities = Identity.__table__
-messages = Message.__table__
-attachments = AttachmentRow.__table__
-teams = Team.__table__
+customers = table_of(Customer)
+identities = table_of(Identity)
+messages = table_of(Message)
+attachments = table_of(AttachmentRow)
+teams = table_of(Team)
 
 
 @dataclass(frozen=True, slots=True)

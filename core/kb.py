@@ -13,10 +13,10 @@ from pathlib import Path
 from sqlalchemy import Connection, func, select, update
 
 from core.errors import InvalidInput
-from core.persistence.models import KbArticle
+from core.persistence.models import KbArticle, table_of
 from core.persistence.records import insert_ignoring_duplicates
 
-articles = KbArticle.__table__
+articles = table_of(KbArticle)
 
 CSV_FIELDS = ("slug", "title", "body", "keywords", "language")
 SLUG_CHARS = re.compile(r"[^a-z0-9\u4e00-\u9fff]+")

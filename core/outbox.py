@@ -126,7 +126,7 @@ def claim_due(
             .where(outbox.c.id.in_([r.id for r in rows]))
             .values(status=SENDING, lease_until=now + timedelta(seconds=lease))
         )
-    return rows
+    return list(rows)
 
 
 class Dispatcher:

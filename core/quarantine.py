@@ -6,9 +6,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, insert
 
-from core.persistence.models import Quarantine
+from core.persistence.models import Quarantine, table_of
 
-quarantine = Quarantine.__table__
+quarantine = table_of(Quarantine)
 
 
 def keep(conn: Connection, *, channel: str, reason: str, raw: bytes, now: datetime) -> int:

@@ -9,15 +9,15 @@ from sqlalchemy import ColumnElement, Connection, String, and_, cast, exists, fu
 
 from core.errors import InvalidInput, NotFound
 from core.links import check_portal_token
-from core.persistence.models import AttachmentRow, Message, OutboxRow, TicketEvent
+from core.persistence.models import AttachmentRow, Message, OutboxRow, TicketEvent, table_of
 from core.persistence.records import tickets
 from core.tickets import Priority, TicketStatus
 from core.views import UnitContext, agents, customers, identities, teams, view_from_row
 
-messages = Message.__table__
-attachments = AttachmentRow.__table__
-history = TicketEvent.__table__
-outbox = OutboxRow.__table__
+messages = table_of(Message)
+attachments = table_of(AttachmentRow)
+history = table_of(TicketEvent)
+outbox = table_of(OutboxRow)
 
 MAX_LIMIT = 200
 
@@ -136,16 +136,18 @@ def ticket_messages(conn: Connection, ticket_id: int, *, public_only: bool = Fal
 
 
 def ticket_history(conn: Connection, ticket_id: int) -> list[Any]:
-    return conn.execute(
-        select(history).where(history.c.ticket_id == ticket_id).order_by(history.c.id)
-    ).all()
+    return list(
+        conn.execute(
+            select(history).where(history.c.ticket_id == ticket_id).order_by(history.c.id)
+        ).all()
+    )
 
 
 def list_outbox(conn: Connection, status: str | None, limit: int = 100) -> list[Any]:
     query = select(outbox).order_by(outbox.c.id.desc()).limit(min(limit, MAX_LIMIT))
     if status:
         query = query.where(outbox.c.status == status)
-    return conn.execute(query).all()
+    return list(conn.execute(query).all())
 
 
 def is_visible(row: Any, team_id: int | None, agent_id: int | None) -> bool:

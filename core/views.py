@@ -19,13 +19,13 @@ from core.events import Event
 from core.links import portal_token, status_url
 from core.messages import Channel, OutboundMessage, ThreadRef
 from core.outbox import enqueue
-from core.persistence.models import Agent, Customer, Identity, Team, Ticket
+from core.persistence.models import Agent, Customer, Identity, Team, Ticket, table_of
 
-tickets = Ticket.__table__
-identities = Identity.__table__
-customers = Customer.__table__
-agents = Agent.__table__
-teams = Team.__table__
+tickets = table_of(Ticket)
+identities = table_of(Identity)
+customers = table_of(Customer)
+agents = table_of(Agent)
+teams = table_of(Team)
 
 # Channels whose customers we answer by email (the web form and the JSON API ask for an address)
 EMAIL_IDENTITY = {Channel.EMAIL, Channel.WEB, Channel.API}

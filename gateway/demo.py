@@ -22,7 +22,7 @@ from core.errors import Conflict
 from core.helpdesk import Helpdesk
 from core.messages import Channel, InboundMessage, Sender
 from core.persistence.database import open_database
-from core.persistence.models import Agent
+from core.persistence.models import Agent, table_of
 from core.tickets import Priority, TicketStatus
 from gateway.app import load_secret
 
@@ -220,7 +220,7 @@ async def seed(settings: Settings, *, tickets: int = 300, seed: int = 7) -> str:
             db.run_sync(lambda c, a=article: kb.save_article(c, a, clock()))
         agent_rows = db.run_sync(
             lambda c: c.execute(
-                select(Agent.__table__).where(Agent.__table__.c.role == "agent")
+                select(table_of(Agent)).where(table_of(Agent).c.role == "agent")
             ).all()
         )
         actors = [Actor(a.id, a.name, a.role, a.team_id) for a in agent_rows]

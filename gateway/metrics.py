@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from core.events import Event
 from core.persistence.database import Database
-from core.persistence.models import OutboxRow
+from core.persistence.models import OutboxRow, table_of
 
-outbox = OutboxRow.__table__
+outbox = table_of(OutboxRow)
 
 
 class Metrics:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -277,3 +278,8 @@ class Quarantine(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Core table, typed as a Table (the ORM types ``__table__`` as FromClause)."""
+    return cast(Table, model.__table__)

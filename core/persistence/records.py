@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert
 
 from core.persistence.models import (
     Counter,
@@ -14,24 +16,47 @@ from core.persistence.models import (
     OutboxRow,
     Ticket,
     TicketEvent,
+    table_of,
 )
 from core.persistence.models import (
     ThreadRef as ThreadRefRow,
 )
 
-tickets = Ticket.__table__
-history = TicketEvent.__table__
-outbox = OutboxRow.__table__
-receipts = InboundReceipt.__table__
-thread_refs = ThreadRefRow.__table__
-counters = Counter.__table__
+tickets = table_of(Ticket)
+history = table_of(TicketEvent)
+outbox = table_of(OutboxRow)
+receipts = table_of(InboundReceipt)
+thread_refs = table_of(ThreadRefRow)
+counters = table_of(Counter)
 
 
-def insert_ignoring_duplicates(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+class InsertIgnoring(Insert):
+    """``INSERT ... ON CONFLICT DO NOTHING`` (same syntax on SQLite and PostgreSQL).
+
+    The dialects' own ``insert().on_conflict_do_nothing()`` opts out of SQLAlchemy's statement
+    cache, so it was compiled on every execution: the costliest part of an intake. This one adds
+    no state to a plain Insert, so its compiled form is cached like any other.
+    """
+
+    inherit_cache = True
+
+
+@compiles(InsertIgnoring)
+def _compile_insert_ignoring(element: InsertIgnoring, compiler: SQLCompiler, **kw: Any) -> str:
+    if element._returning:  # the clause would have to go before RETURNING
+        raise NotImplementedError("InsertIgnoring does not support RETURNING")
+    return f"{compiler.visit_insert(element, **kw)} ON CONFLICT DO NOTHING"
+
+
+_insert_ignoring: dict[Table, InsertIgnoring] = {}
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT that does nothing on a unique conflict; True when a row was written."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing()
-    return conn.execute(stmt).rowcount == 1
+    stmt = _insert_ignoring.get(table)
+    if stmt is None:  # one statement per table: its cache key is computed once
+        stmt = _insert_ignoring[table] = InsertIgnoring(table)
+    return conn.execute(stmt, values).rowcount == 1
 
 
 def next_number(conn: Connection, name: str = "ticket") -> int:

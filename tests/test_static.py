@@ -1,0 +1,24 @@
+"""House style is checked by the suite itself: ruff over the tree, mypy over core."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_ruff_is_clean() -> None:
+    result = run("ruff", "check", "core", "adapters", "bots", "gateway", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_is_clean_on_core() -> None:
+    result = run("mypy", "core")
+    assert result.returncode == 0, result.stdout + result.stderr
