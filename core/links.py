@@ -23,8 +23,13 @@ def portal_token(secret: bytes, ticket_id: int, version: int) -> str:
     return _sign(secret, "portal", ticket_id, version)
 
 
+def _same(expected: str, given: str) -> bool:
+    # bytes: compare_digest refuses non-ASCII str, and a token is whatever a client sent
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
 def check_portal_token(secret: bytes, ticket_id: int, version: int, token: str) -> bool:
-    return hmac.compare_digest(portal_token(secret, ticket_id, version), token)
+    return _same(portal_token(secret, ticket_id, version), token)
 
 
 def status_url(public_url: str, number: int, token: str) -> str:
@@ -37,4 +42,4 @@ def action_token(secret: bytes, *parts: object) -> str:
 
 
 def check_action_token(secret: bytes, token: str, *parts: object) -> bool:
-    return hmac.compare_digest(action_token(secret, *parts), token)
+    return _same(action_token(secret, *parts), token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, String, and_, cast, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, String, cast, exists, func, or_, select
 
 from core.errors import InvalidInput, NotFound
 from core.links import check_portal_token
@@ -104,7 +104,7 @@ def list_tickets(conn: Connection, ctx: UnitContext, f: TicketFilter) -> tuple[l
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}", "limit")
     if f.offset < 0:
         raise InvalidInput("offset must not be negative", "offset")
-    query = _view_query().where(and_(*_conditions(f)))
+    query = _view_query().where(*_conditions(f))
     rows = conn.execute(
         query.order_by(tickets.c.updated_at.desc(), tickets.c.id.desc())
         .limit(f.limit)

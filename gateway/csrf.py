@@ -46,7 +46,8 @@ def verify(secret: bytes, request: web.Request, form_id: str, token: str) -> Non
     cookie = request.cookies.get(COOKIE, "")
     if not cookie or not form_id or not token:
         raise Forbidden("the form has expired or cookies are disabled: reload the page and retry")
-    if not hmac.compare_digest(_sign(secret, cookie, form_id), token):
+    # bytes: compare_digest raises TypeError on non-ASCII str, which was a 500 instead of a 403
+    if not hmac.compare_digest(_sign(secret, cookie, form_id).encode(), token.encode()):
         raise Forbidden("invalid form token: reload the page and retry")
 
 

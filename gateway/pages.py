@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import nh3
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
@@ -81,8 +83,18 @@ async def _read_form(request: web.Request) -> Any:
         return await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise TooLarge("the submission is too large") from None
-    except ValueError as err:
+    # ValueError: bad encoding or structure; LookupError: unknown charset; BadHttpMessage: broken
+    # part headers. All are the client's fault, not a 500.
+    except (ValueError, LookupError, BadHttpMessage) as err:
         raise InvalidInput(f"malformed form: {err}", "form") from None
+
+
+def _text(form: Any, name: str) -> str:
+    """A text field of the form; a file or binary part where text belongs names the field."""
+    value = form.get(name, "")
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a text field", name)
+    return value
 
 
 def _attachments(form: Any, max_count: int) -> tuple[Attachment, ...]:
@@ -113,7 +125,7 @@ async def submit_form(request: web.Request) -> web.Response:
             detail=f"Please wait {max(1, round(wait))} seconds and try again.",
         )
     form = await _read_form(request)
-    csrf.verify(helpdesk.secret, request, str(form.get("form_id", "")), str(form.get("csrf", "")))
+    csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))
     if form.get("website"):  # the honeypot: only bots fill a field people cannot see
         raw = repr({k: v for k, v in form.items() if isinstance(v, str)}).encode()
         await helpdesk.db.write(
@@ -124,7 +136,7 @@ async def submit_form(request: web.Request) -> web.Response:
         return render(request, "submitted.html", number=None, status_url=None)
 
     limits = helpdesk.settings.intake
-    values = {k: str(form.get(k, "")) for k in ("name", "email", "subject", "message")}
+    values = {k: _text(form, k) for k in ("name", "email", "subject", "message")}
     errors: dict[str, str] = {}
     email = ""
     try:
@@ -142,7 +154,7 @@ async def submit_form(request: web.Request) -> web.Response:
 
     msg = InboundMessage(
         channel=Channel.WEB,
-        external_id=str(form["form_id"]),
+        external_id=_text(form, "form_id"),
         sender=Sender(address=email, name=clean_name(values["name"]), email=email),
         subject=values["subject"].strip(),
         text=values["message"],
@@ -161,6 +173,8 @@ async def _portal_row(request: web.Request) -> tuple[Any, Any]:
     if not raw.isdigit() or len(raw) > 18:
         raise web.HTTPNotFound()
     number, token = int(raw), request.match_info["token"]
+    if not token.isascii():  # core's check_portal_token raises TypeError on non-ASCII
+        raise web.HTTPNotFound()
     return await helpdesk.read(
         lambda conn, ctx: (queries.portal_ticket(conn, ctx, number, token), ctx)
     )
@@ -204,8 +218,8 @@ async def portal_reply(request: web.Request) -> web.Response:
         )
     row, _ = await _portal_row(request)
     form = await _read_form(request)
-    csrf.verify(helpdesk.secret, request, str(form.get("form_id", "")), str(form.get("csrf", "")))
-    text = str(form.get("message", ""))
+    csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))
+    text = _text(form, "message")
     limits = helpdesk.settings.intake
     if not text.strip() or len(text) > limits.max_body_chars:
         return await _portal_page(
@@ -215,7 +229,7 @@ async def portal_reply(request: web.Request) -> web.Response:
         )
     msg = InboundMessage(
         channel=Channel.WEB,
-        external_id=str(form["form_id"]),
+        external_id=_text(form, "form_id"),
         sender=Sender(address="portal", name=row.customer_name),
         text=text,
         attachments=_attachments(form, limits.max_attachments),
@@ -224,6 +238,10 @@ async def portal_reply(request: web.Request) -> web.Response:
         ),
         received_at=helpdesk.clock(),
     )
-    await helpdesk.ingest(msg)
-    # Post/Redirect/Get: a reload shows the page instead of posting again
-    raise web.HTTPSeeOther(f"{request.path}?sent=1")
+    result = await helpdesk.ingest(msg)
+    # Post/Redirect/Get: a reload shows the page instead of posting again. A reply to a closed
+    # ticket opens a new one: show that ticket, else the customer never learns its link.
+    target = request.path
+    if result.ticket_number != row.number and result.status_url:
+        target = urlsplit(result.status_url).path
+    raise web.HTTPSeeOther(f"{target}?sent=1")

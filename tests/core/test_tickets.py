@@ -68,3 +68,15 @@ def test_agent_reply_opens_a_new_ticket() -> None:
 def test_unknown_status_names_the_choices() -> None:
     with pytest.raises(InvalidInput, match="one of: new, open"):
         parse_status("archived")
+
+
+def test_links_reject_forged_and_non_ascii_tokens() -> None:
+    from core.links import check_action_token, check_portal_token, portal_token
+
+    secret = b"k" * 32
+    token = portal_token(secret, 7, 1)
+    assert check_portal_token(secret, 7, 1, token)
+    assert not check_portal_token(secret, 7, 2, token)  # a bumped version revokes it
+    assert not check_portal_token(secret, 8, 1, token)
+    assert not check_portal_token(secret, 7, 1, "ünïcode")
+    assert not check_action_token(secret, "ünïcode", "csat", 7, 5)
