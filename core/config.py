@@ -66,6 +66,66 @@ class OutboxSettings:
     lease_seconds: float = 60.0
     batch_size: int = 50
     poll_seconds: float = 1.0
+    # Automatic messages (acknowledgements, surveys) to one address per hour; more are skipped
+    # and the ticket's history says so. Stops mail loops with other robots.
+    max_automatic_per_address_per_hour: int = 5
+
+
+@dataclass(frozen=True)
+class SmtpServerSettings:
+    """Inbound SMTP: we accept mail for our support addresses on this address and port."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 2525
+    max_message_bytes: int = 26_214_400
+    # STARTTLS is offered when both files are set
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass(frozen=True)
+class SmtpRelaySettings:
+    """Outbound mail goes through this relay; no host means mail stays queued in the outbox."""
+
+    host: str = ""
+    port: int = 587
+    starttls: bool = True
+    username: str = ""
+    password_env: str = "HELPLINE_SMTP_PASSWORD"
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class ImapMailboxSettings:
+    """A mailbox polled over IMAP (IDLE when the server has it)."""
+
+    name: str
+    host: str
+    username: str
+    port: int = 993
+    ssl: bool = True
+    starttls: bool = False
+    password_env: str = "HELPLINE_IMAP_PASSWORD"
+    folder: str = "INBOX"
+    # After a message is committed: moved here, or (empty) flagged \Seen in place
+    processed_folder: str = ""
+    poll_seconds: float = 60.0
+    idle: bool = True
+    # The support address this mailbox serves (decides the inbox/team)
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    # Addresses we accept mail for (besides the inboxes' addresses); others get 550.
+    addresses: tuple[str, ...] = ("support@example.com",)
+    # The sender of our mail; its domain names our Message-IDs.
+    from_address: str = "support@example.com"
+    from_name: str = "Helpline Support"
+    smtp_server: SmtpServerSettings = field(default_factory=SmtpServerSettings)
+    relay: SmtpRelaySettings = field(default_factory=SmtpRelaySettings)
+    imap: tuple[ImapMailboxSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +143,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    email: EmailSettings = field(default_factory=EmailSettings)
     inboxes: tuple[InboxSettings, ...] = ()
     source: str = ""
 
@@ -130,6 +191,15 @@ def _check(settings: Settings) -> None:
         raise ConfigError("service.public_url: must start with http:// or https://")
     if not 0 < settings.service.port < 65536:
         raise ConfigError("service.port: must be between 1 and 65535")
+    email = settings.email
+    addresses = [("from_address", email.from_address)]
+    addresses += [(f"addresses[{i}]", a) for i, a in enumerate(email.addresses)]
+    for key, value in addresses:
+        if "@" not in value:
+            raise ConfigError(f"email.{key}: {value!r} is not an email address")
+    mailboxes = [m.name for m in settings.email.imap]
+    if len(mailboxes) != len(set(mailboxes)):
+        raise ConfigError("email.imap: two mailboxes have the same name")
     names = [inbox.name for inbox in settings.inboxes]
     if len(names) != len(set(names)):
         raise ConfigError("inboxes: two inboxes have the same name")

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection
 
-from core import desk, intake
+from core import cursors, desk, intake, quarantine
 from core.attachments import AttachmentStore
 from core.config import Settings
 from core.events import EventBus
@@ -71,6 +71,20 @@ class Helpdesk:
         for attachment in msg.attachments:  # content first: the rows then point at durable files
             self.attachments.put(attachment.content)
         return await self.run(lambda conn, ctx: intake.ingest_unit(conn, ctx, msg))
+
+    async def quarantine(self, channel: str, reason: str, raw: bytes) -> int:
+        """Keep inbound data we could not turn into a message, with the reason."""
+        return await self.db.write(
+            lambda conn: quarantine.keep(
+                conn, channel=channel, reason=reason, raw=raw, now=self.clock()
+            )
+        )
+
+    async def cursor(self, name: str) -> str | None:
+        return await self.db.read(lambda conn: cursors.load(conn, name))
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        await self.db.write(lambda conn: cursors.save(conn, name, value, self.clock()))
 
     async def claim(self, number: int, actor: desk.Actor) -> int:
         return await self.run(lambda conn, ctx: desk.claim(conn, ctx, number, actor))

@@ -4,15 +4,15 @@ transaction, with the bots' outbound messages; events are published after the co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from core.errors import InvalidInput, NotFound, TooLarge
 from core.events import MessageAppended, TicketOpened, TicketReopened
 from core.links import check_portal_token
-from core.messages import InboundMessage
+from core.messages import Channel, InboundMessage, ThreadRef
 from core.persistence.models import (
     AttachmentRow,
     Customer,
@@ -22,6 +22,7 @@ from core.persistence.models import (
     table_of,
 )
 from core.persistence.records import (
+    InsertIgnoring,
     add_thread_ref,
     find_thread,
     insert_ignoring_duplicates,
@@ -33,13 +34,61 @@ from core.persistence.records import (
 )
 from core.threads import KnownTicket, ThreadDecision, Verdict, decide_thread
 from core.tickets import MessageKind, Priority, TicketStatus, status_after_customer_message
-from core.views import UnitContext, identity_channel
+from core.views import TicketView, UnitContext, identity_channel
 
 customers = table_of(Customer)
 identities = table_of(Identity)
 messages = table_of(Message)
 attachments = table_of(AttachmentRow)
 teams = table_of(Team)
+
+# The statements of every intake are built once: SQLAlchemy then reuses their cache keys and
+# compiled forms, where building a new construct per call costs several times its execution.
+# (Bound parameter names must differ from column names in INSERT/UPDATE statements.)
+_SET_RECEIPT = (
+    update(receipts)
+    .where(
+        receipts.c.channel == bindparam("r_channel"),
+        receipts.c.external_id == bindparam("r_external_id"),
+    )
+    .values(ticket_id=bindparam("r_ticket_id"), message_id=bindparam("r_message_id"))
+)
+_PREVIOUS = (
+    select(receipts.c.ticket_id, receipts.c.message_id, tickets.c.number, tickets.c.portal_version)
+    .outerjoin(tickets, tickets.c.id == receipts.c.ticket_id)
+    .where(
+        receipts.c.channel == bindparam("channel"),
+        receipts.c.external_id == bindparam("external_id"),
+    )
+)
+_IDENTITY = (
+    select(
+        identities.c.id,
+        identities.c.customer_id,
+        identities.c.channel,
+        identities.c.address,
+        identities.c.bouncing,
+        customers.c.name.label("customer_name"),
+        customers.c.email.label("customer_email"),
+    )
+    .join(customers, customers.c.id == identities.c.customer_id)
+    .where(
+        identities.c.channel == bindparam("channel"), identities.c.address == bindparam("address")
+    )
+)
+_CUSTOMER_BY_EMAIL = (
+    select(customers.c.id, customers.c.name)
+    .where(customers.c.email == bindparam("email"))
+    .order_by(customers.c.id)
+)
+_INSERT_IDENTITY = InsertIgnoring(identities).returning(identities.c.id)
+_INSERT_CUSTOMER = insert(customers).returning(customers.c.id)
+_KNOWN_COLUMNS = (tickets.c.id, tickets.c.customer_id, tickets.c.status, tickets.c.resolved_at)
+_KNOWN_BY_ID = select(*_KNOWN_COLUMNS).where(tickets.c.id == bindparam("ticket_id"))
+_KNOWN_BY_NUMBER = select(*_KNOWN_COLUMNS).where(tickets.c.number == bindparam("number"))
+_TEAM_ID = select(teams.c.id).where(teams.c.name == bindparam("name"))
+_INSERT_TICKET = insert(tickets).returning(tickets.c.id)
+_INSERT_MESSAGE = insert(messages).returning(messages.c.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +100,19 @@ class IntakeResult:
     created: bool
     duplicate: bool = False
     note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sender:
+    """The customer and identity a message comes from, as stored."""
+
+    customer_id: int
+    identity_id: int
+    customer_name: str
+    customer_email: str | None
+    channel: str
+    address: str
+    bouncing: bool
 
 
 def check_limits(msg: InboundMessage, max_attachment_bytes: int, max_attachments: int) -> None:
@@ -80,17 +142,20 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
         return _previous_result(conn, ctx, msg)
 
     portal = _portal_ticket(conn, ctx, msg)
+    sender = None
     if portal is not None:  # a reply on the status page: written by the ticket's customer
         customer_id, identity_id = portal.customer_id, portal.reply_identity_id
     else:
-        customer_id, identity_id = _identify(conn, ctx, msg)
+        sender = _identify(conn, ctx, msg)
+        customer_id, identity_id = sender.customer_id, sender.identity_id
     if msg.bounce is not None:
         _mark_bouncing(conn, msg)
     decision = _thread(conn, ctx, msg, customer_id, portal.id if portal is not None else None)
 
+    opened_view = None
     if decision.verdict is Verdict.NEW:
-        ticket_id, number, version = _open_ticket(
-            conn, ctx, msg, customer_id, identity_id, decision
+        ticket_id, number, version, opened_view = _open_ticket(
+            conn, ctx, msg, customer_id, identity_id, decision, sender
         )
     else:
         assert decision.ticket_id is not None
@@ -98,11 +163,13 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
 
     message_id = _append_message(conn, ctx, msg, ticket_id)
     conn.execute(
-        update(receipts)
-        .where(
-            receipts.c.channel == msg.channel.value, receipts.c.external_id == msg.external_id[:500]
-        )
-        .values(ticket_id=ticket_id, message_id=message_id)
+        _SET_RECEIPT,
+        {
+            "r_channel": msg.channel.value,
+            "r_external_id": msg.external_id[:500],
+            "r_ticket_id": ticket_id,
+            "r_message_id": message_id,
+        },
     )
     automatic = msg.auto_submitted or msg.bounce is not None
     if decision.verdict is Verdict.NEW:
@@ -118,6 +185,7 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
                 Priority.NORMAL.value,
             ),
             automatic=automatic,
+            view=opened_view,
         )
     elif decision.verdict is Verdict.REOPEN:
         ctx.emit(
@@ -144,13 +212,7 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
 
 def _previous_result(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> IntakeResult:
     row = conn.execute(
-        select(
-            receipts.c.ticket_id, receipts.c.message_id, tickets.c.number, tickets.c.portal_version
-        )
-        .outerjoin(tickets, tickets.c.id == receipts.c.ticket_id)
-        .where(
-            receipts.c.channel == msg.channel.value, receipts.c.external_id == msg.external_id[:500]
-        )
+        _PREVIOUS, {"channel": msg.channel.value, "external_id": msg.external_id[:500]}
     ).one()
     url = None
     if row.ticket_id is not None:
@@ -160,34 +222,27 @@ def _previous_result(conn: Connection, ctx: UnitContext, msg: InboundMessage) ->
     )
 
 
-def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> tuple[int, int]:
+def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> _Sender:
     """Find the customer by channel identity, else by email, else create one."""
     channel = identity_channel(msg.channel).value
     address = msg.sender.address.strip()[:320]
     if channel == "email":
         address = address.lower()
-    row = conn.execute(
-        select(identities.c.id, identities.c.customer_id).where(
-            identities.c.channel == channel, identities.c.address == address
-        )
-    ).first()
+    row = conn.execute(_IDENTITY, {"channel": channel, "address": address}).first()
     if row is not None:
-        return row.customer_id, row.id
+        return _sender(row)
     email = (msg.sender.email or (address if channel == "email" else "")).lower() or None
-    customer_id = None
-    if email:
+    name = msg.sender.name[:200]
+    customer = conn.execute(_CUSTOMER_BY_EMAIL, {"email": email}).first() if email else None
+    if customer is not None:
+        customer_id, name = customer.id, customer.name
+    else:
         customer_id = conn.execute(
-            select(customers.c.id).where(customers.c.email == email).order_by(customers.c.id)
-        ).scalar()
-    if customer_id is None:
-        customer_id = conn.execute(
-            insert(customers)
-            .values(name=msg.sender.name[:200], email=email, attributes={}, created_at=ctx.now)
-            .returning(customers.c.id)
+            _INSERT_CUSTOMER,
+            {"name": name, "email": email, "attributes": {}, "created_at": ctx.now},
         ).scalar_one()
-    insert_ignoring_duplicates(
-        conn,
-        identities,
+    identity_id = conn.execute(
+        _INSERT_IDENTITY,
         {
             "customer_id": customer_id,
             "channel": channel,
@@ -196,14 +251,23 @@ def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> tuple[
             "bouncing": False,
             "created_at": ctx.now,
         },
+    ).scalar()
+    if identity_id is None:
+        # a concurrent intake created the identity first: use that row
+        return _sender(conn.execute(_IDENTITY, {"channel": channel, "address": address}).one())
+    return _Sender(customer_id, identity_id, name, email, channel, address, False)
+
+
+def _sender(row: Any) -> _Sender:
+    return _Sender(
+        row.customer_id,
+        row.id,
+        row.customer_name,
+        row.customer_email,
+        row.channel,
+        row.address,
+        row.bouncing,
     )
-    # a concurrent intake may have created the identity first: use whichever row exists
-    row = conn.execute(
-        select(identities.c.id, identities.c.customer_id).where(
-            identities.c.channel == channel, identities.c.address == address
-        )
-    ).one()
-    return row.customer_id, row.id
 
 
 def _mark_bouncing(conn: Connection, msg: InboundMessage) -> None:
@@ -225,12 +289,10 @@ def _known(
 ) -> KnownTicket | None:
     if ticket_id is None and number is None:
         return None
-    where = tickets.c.id == ticket_id if ticket_id is not None else tickets.c.number == number
-    row = conn.execute(
-        select(tickets.c.id, tickets.c.customer_id, tickets.c.status, tickets.c.resolved_at).where(
-            where
-        )
-    ).first()
+    if ticket_id is not None:
+        row = conn.execute(_KNOWN_BY_ID, {"ticket_id": ticket_id}).first()
+    else:
+        row = conn.execute(_KNOWN_BY_NUMBER, {"number": number}).first()
     if row is None:
         return None
     return KnownTicket(row.id, row.customer_id, TicketStatus(row.status), row.resolved_at)
@@ -277,7 +339,7 @@ def _team_id(conn: Connection, name: str) -> int | None:
     if not name:
         return None
     insert_ignoring_duplicates(conn, teams, {"name": name})
-    return conn.execute(select(teams.c.id).where(teams.c.name == name)).scalar_one()
+    return int(conn.execute(_TEAM_ID, {"name": name}).scalar_one())
 
 
 def _inbox_team(ctx: UnitContext, inbox: str | None) -> str:
@@ -294,32 +356,35 @@ def _open_ticket(
     customer_id: int,
     identity_id: int,
     decision: ThreadDecision,
-) -> tuple[int, int, int]:
+    sender: _Sender | None,
+) -> tuple[int, int, int, TicketView | None]:
+    """Returns the ticket's id, number, portal version and, when the sender is at hand, the
+    ticket's view (what ``load_view`` would read back, without the query)."""
     number = next_number(conn)
     team = _inbox_team(ctx, msg.inbox)
     subject = (msg.subject or msg.body.strip().split("\n", 1)[0])[:300]
+    reply_thread = _reply_thread(msg)
     ticket_id = conn.execute(
-        insert(tickets)
-        .values(
-            number=number,
-            customer_id=customer_id,
-            channel=msg.channel.value,
-            inbox=msg.inbox,
-            subject=subject,
-            status=TicketStatus.NEW.value,
-            priority=Priority.NORMAL.value,
-            team_id=_team_id(conn, team),
-            tags=[],
-            language=msg.language,
-            reply_identity_id=identity_id,
-            reply_thread=_reply_thread(msg),
-            related_ticket_id=decision.related_ticket_id,
-            portal_version=1,
-            reopen_count=0,
-            created_at=ctx.now,
-            updated_at=ctx.now,
-        )
-        .returning(tickets.c.id)
+        _INSERT_TICKET,
+        {
+            "number": number,
+            "customer_id": customer_id,
+            "channel": msg.channel.value,
+            "inbox": msg.inbox,
+            "subject": subject,
+            "status": TicketStatus.NEW.value,
+            "priority": Priority.NORMAL.value,
+            "team_id": _team_id(conn, team),
+            "tags": [],
+            "language": msg.language,
+            "reply_identity_id": identity_id,
+            "reply_thread": reply_thread,
+            "related_ticket_id": decision.related_ticket_id,
+            "portal_version": 1,
+            "reopen_count": 0,
+            "created_at": ctx.now,
+            "updated_at": ctx.now,
+        },
     ).scalar_one()
     record(
         conn,
@@ -332,7 +397,29 @@ def _open_ticket(
         related_ticket_id=decision.related_ticket_id,
         team=team or None,
     )
-    return ticket_id, number, 1
+    if sender is None or msg.bounce is not None:  # a bounce may just have flagged the identity
+        return ticket_id, number, 1, None
+    view = TicketView(
+        id=ticket_id,
+        number=number,
+        subject=subject,
+        status=TicketStatus.NEW.value,
+        priority=Priority.NORMAL.value,
+        channel=msg.channel.value,
+        customer_id=customer_id,
+        customer_name=sender.customer_name,
+        customer_email=sender.customer_email,
+        reply_to=ThreadRef(Channel(sender.channel), sender.address, reply_thread),
+        status_url=ctx.status_url(ticket_id, number, 1),
+        bouncing=sender.bouncing,
+        team=team or None,
+        assignee_id=None,
+        assignee_name=None,
+        language=msg.language,
+        created_at=ctx.now.astimezone(UTC),  # as the database hands it back
+        first_response_due=None,
+    )
+    return ticket_id, number, 1, view
 
 
 def _continue_ticket(
@@ -378,21 +465,20 @@ def _reply_thread(msg: InboundMessage) -> str | None:
 
 def _append_message(conn: Connection, ctx: UnitContext, msg: InboundMessage, ticket_id: int) -> int:
     message_id = conn.execute(
-        insert(messages)
-        .values(
-            ticket_id=ticket_id,
-            kind=MessageKind.INBOUND.value,
-            channel=msg.channel.value,
-            author="customer",
-            external_id=msg.external_id[:500],
-            subject=msg.subject[:300],
-            text=msg.body,
-            html=msg.html,
-            full_text=msg.text if msg.reply_text and msg.reply_text != msg.text else None,
-            automatic=msg.auto_submitted or msg.bounce is not None,
-            created_at=ctx.now,
-        )
-        .returning(messages.c.id)
+        _INSERT_MESSAGE,
+        {
+            "ticket_id": ticket_id,
+            "kind": MessageKind.INBOUND.value,
+            "channel": msg.channel.value,
+            "author": "customer",
+            "external_id": msg.external_id[:500],
+            "subject": msg.subject[:300],
+            "text": msg.body,
+            "html": msg.html,
+            "full_text": msg.text if msg.reply_text and msg.reply_text != msg.text else None,
+            "automatic": msg.auto_submitted or msg.bounce is not None,
+            "created_at": ctx.now,
+        },
     ).scalar_one()
     if msg.attachments:
         conn.execute(

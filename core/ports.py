@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.messages import DeliveryReceipt, InboundMessage, OutboundMessage
 
 Clock = Callable[[], datetime]
-
-# An adapter hands every normalized inbound message to the sink; the sink returns once it is
-# committed, so the adapter may then acknowledge the channel.
-Sink = Callable[[InboundMessage], Awaitable[object]]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class Intake(Protocol):
+    """What an adapter hands its inbound traffic to (the Helpdesk implements it).
+
+    Both calls return once the data is committed, so the adapter may then acknowledge the
+    channel (SMTP 250, HTTP 200, flag the IMAP message).
+    """
+
+    async def ingest(self, msg: InboundMessage) -> Any: ...
+
+    async def quarantine(self, channel: str, reason: str, raw: bytes) -> int: ...
+
+    async def cursor(self, name: str) -> str | None:
+        """The adapter's saved position in its channel (see ``save_cursor``)."""
+        ...
+
+    async def save_cursor(self, name: str, value: str) -> None: ...
+
+
 class ChannelAdapter(Protocol):
     channel: str
 
-    async def start(self, sink: Sink) -> None: ...
+    async def start(self, intake: Intake) -> None: ...
 
     async def stop(self) -> None: ...
 

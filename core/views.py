@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from core.config import Settings
 from core.events import Event
@@ -87,15 +87,24 @@ class UnitContext:
         token = portal_token(self.secret, ticket_id, version)
         return status_url(self.settings.service.public_url, number, token)
 
-    def emit(self, conn: Connection, event: Event, *, automatic: bool = False) -> None:
+    def emit(
+        self,
+        conn: Connection,
+        event: Event,
+        *,
+        automatic: bool = False,
+        view: TicketView | None = None,
+    ) -> None:
         """Record an event for after-commit listeners and let the bots react now.
 
-        Automatic traffic (auto-replies, bounces) never triggers an automatic answer.
+        Automatic traffic (auto-replies, bounces) never triggers an automatic answer. ``view``
+        is the ticket as stored now, when the caller already has it (saves reading it back).
         """
         self.events.append(event)
         if automatic or not self.reactions:
             return
-        view = load_view(conn, self, event.ticket_id)
+        if view is None:
+            view = load_view(conn, self, event.ticket_id)
         for reaction in self.reactions:
             for out in reaction(event, view):
                 enqueue(
@@ -108,24 +117,28 @@ class UnitContext:
                 )
 
 
+# Built once, so SQLAlchemy reuses its cache key and compiled form (every event loads a view).
+_VIEW = (
+    select(
+        tickets,
+        customers.c.name.label("customer_name"),
+        customers.c.email.label("customer_email"),
+        identities.c.channel.label("identity_channel"),
+        identities.c.address.label("identity_address"),
+        identities.c.bouncing,
+        teams.c.name.label("team_name"),
+        agents.c.name.label("assignee_name"),
+    )
+    .join(customers, customers.c.id == tickets.c.customer_id)
+    .join(identities, identities.c.id == tickets.c.reply_identity_id)
+    .outerjoin(teams, teams.c.id == tickets.c.team_id)
+    .outerjoin(agents, agents.c.id == tickets.c.assignee_id)
+    .where(tickets.c.id == bindparam("ticket_id"))
+)
+
+
 def load_view(conn: Connection, ctx: UnitContext, ticket_id: int) -> TicketView:
-    row = conn.execute(
-        select(
-            tickets,
-            customers.c.name.label("customer_name"),
-            customers.c.email.label("customer_email"),
-            identities.c.channel.label("identity_channel"),
-            identities.c.address.label("identity_address"),
-            identities.c.bouncing,
-            teams.c.name.label("team_name"),
-            agents.c.name.label("assignee_name"),
-        )
-        .join(customers, customers.c.id == tickets.c.customer_id)
-        .join(identities, identities.c.id == tickets.c.reply_identity_id)
-        .outerjoin(teams, teams.c.id == tickets.c.team_id)
-        .outerjoin(agents, agents.c.id == tickets.c.assignee_id)
-        .where(tickets.c.id == ticket_id)
-    ).one()
+    row = conn.execute(_VIEW, {"ticket_id": ticket_id}).one()
     return view_from_row(row, ctx)
 
 

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from adapters.email import EmailSender, SmtpServer
 from bots.customer import CustomerBot
 from core.config import Settings
 from core.errors import HelplineError
@@ -19,12 +20,22 @@ from core.outbox import Dispatcher
 from core.persistence.database import open_database
 from core.persistence.migrate import upgrade
 from core.ports import ChannelAdapter, Clock, utc_now
+from gateway.admin_api import admin
 from gateway.api import api
 from gateway.http import RateLimiter, problem, status_for
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import render, routes, templates
-from gateway.state import DISPATCHER, HELPDESK, INTAKE_LIMITER, METRICS, SETTINGS, TEMPLATES
+from gateway.state import (
+    DISPATCHER,
+    HELPDESK,
+    INBOUND,
+    INTAKE_LIMITER,
+    METRICS,
+    SETTINGS,
+    TEMPLATES,
+    InboundSource,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +43,9 @@ try:
     VERSION = version("helpline")
 except PackageNotFoundError:  # running from a source tree that was not installed
     VERSION = "0.0.0"
+
+
+API = (api, admin)  # every REST route lives in one of these registries
 
 
 def load_secret(settings: Settings) -> bytes:
@@ -47,6 +61,22 @@ def load_secret(settings: Settings) -> bytes:
     with os.fdopen(fd, "wb") as fh:
         fh.write(key)
     return key
+
+
+def configured_adapters(settings: Settings, env: Mapping[str, str]) -> dict[str, ChannelAdapter]:
+    """The outbound channels the settings configure (a channel left out keeps rows queued)."""
+    found: dict[str, ChannelAdapter] = {}
+    relay = settings.email.relay
+    if relay.host:
+        found["email"] = EmailSender(settings.email, env.get(relay.password_env))
+    return found
+
+
+def inbound_sources(settings: Settings, clock: Clock) -> list[InboundSource]:
+    sources: list[InboundSource] = []
+    if settings.email.smtp_server.enabled:
+        sources.append(SmtpServer(settings.email, settings.inboxes, clock))
+    return sources
 
 
 def create_app(
@@ -81,7 +111,8 @@ def create_app(
             clock=clock,
             reactions=[CustomerBot(settings.service.name, settings.service.language)],
         )
-        dispatcher = Dispatcher(db, dict(adapters or {}), settings.outbox, clock)
+        channels = {**configured_adapters(settings, os.environ), **(adapters or {})}
+        dispatcher = Dispatcher(db, channels, settings.outbox, clock)
         helpdesk.on_outbox = dispatcher.wake
         helpdesk.bus.subscribe(metrics.on_event)
         app[HELPDESK] = helpdesk
@@ -93,9 +124,23 @@ def create_app(
             await dispatcher.stop()
             await db.close()
 
+    async def inbound_context(app: web.Application) -> AsyncIterator[None]:
+        """Inbound listeners start after the core is up and stop before it goes down."""
+        sources = inbound_sources(settings, clock)
+        for source in sources:
+            await source.start(app[HELPDESK])
+        app[INBOUND] = sources
+        try:
+            yield
+        finally:
+            for source in reversed(sources):
+                await source.stop()
+
     app.cleanup_ctx.append(core_context)
+    app.cleanup_ctx.append(inbound_context)
     app.router.add_routes(routes)
-    api.add_to(app)
+    for registry in API:
+        registry.add_to(app)
     app.router.add_get("/api/v1/openapi.json", openapi_json)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
@@ -104,7 +149,7 @@ def create_app(
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(
-        openapi_document(api, VERSION, request.app[SETTINGS].service.public_url)
+        openapi_document(API, VERSION, request.app[SETTINGS].service.public_url)
     )
 
 

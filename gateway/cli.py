@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adapters.email_parse import UnparseableEmail, parse_email, to_json
 from core import accounts, kb
 from core.config import Settings, load_settings
 from core.errors import HelplineError
@@ -123,6 +125,20 @@ def cmd_kb_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parse_email(args: argparse.Namespace) -> int:
+    """One JSON object per file: exactly what the service makes of the mail."""
+    failed = 0
+    for name in args.files:
+        try:
+            raw = Path(name).read_bytes()
+            result = {"file": name, **to_json(parse_email(raw))}
+        except (OSError, UnparseableEmail) as err:
+            failed += 1
+            result = {"file": name, "error": str(err)}
+        print(json.dumps(result, ensure_ascii=False))
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import seed
 
@@ -180,6 +196,10 @@ def parser() -> argparse.ArgumentParser:
     kb_import.add_argument("--config", default=argparse.SUPPRESS)
     kb_import.add_argument("path")
     kb_import.set_defaults(func=cmd_kb_import)
+
+    parse = sub.add_parser("parse-email", help="show how mail files are parsed (JSON lines)")
+    parse.add_argument("files", nargs="+", metavar="FILE")
+    parse.set_defaults(func=cmd_parse_email)
 
     demo = sub.add_parser("demo", help="seed a realistic demo data set")
     demo.add_argument("--config", default=argparse.SUPPRESS)

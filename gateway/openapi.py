@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from gateway.http import Api
@@ -21,9 +22,9 @@ PROBLEM = {
 PROBLEM_REF = "#/components/schemas/Problem"
 
 
-def openapi_document(api: Api, version: str, public_url: str) -> dict[str, Any]:
+def openapi_document(apis: Iterable[Api], version: str, public_url: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for op in api.operations:
+    for op in (op for api in apis for op in api.operations):
         responses: dict[str, Any] = {}
         for status, description in sorted(op.responses.items()):
             content_type = "application/json" if status < 400 else "application/problem+json"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiohttp import web
 from jinja2 import Environment
 
 from core.config import Settings
 from core.helpdesk import Helpdesk
 from core.outbox import Dispatcher
+from core.ports import Intake
 from gateway.http import RateLimiter
 from gateway.metrics import Metrics
 
@@ -17,3 +20,14 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 TEMPLATES = web.AppKey("templates", Environment)
 METRICS = web.AppKey("metrics", Metrics)
 INTAKE_LIMITER = web.AppKey("intake_limiter", RateLimiter)
+
+
+class InboundSource(Protocol):
+    """A listener or poller that feeds intake (the SMTP server, IMAP pollers)."""
+
+    async def start(self, intake: Intake) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+INBOUND = web.AppKey("inbound", list[InboundSource])

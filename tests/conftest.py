@@ -17,12 +17,13 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from adapters.email import SmtpServer
 from core import accounts
 from core.config import Settings, parse_settings
 from core.helpdesk import Helpdesk
 from core.ports import ChannelAdapter, Clock, utc_now
 from gateway.app import create_app
-from gateway.state import DISPATCHER, HELPDESK
+from gateway.state import DISPATCHER, HELPDESK, INBOUND
 
 pytest_plugins = ["tests.browser"]
 
@@ -81,17 +82,31 @@ def db_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
-def make_settings(db_url: str, data_dir: Path, port: int = 8080, **tables: dict[str, Any]
-                  ) -> Settings:
+def make_settings(
+    db_url: str, data_dir: Path, port: int = 8080, **tables: dict[str, Any]
+) -> Settings:
     table: dict[str, Any] = {
-        "service": {"data_dir": str(data_dir), "public_url": f"http://127.0.0.1:{port}",
-                    "name": "Acme Support"},
+        "service": {
+            "data_dir": str(data_dir),
+            "public_url": f"http://127.0.0.1:{port}",
+            "name": "Acme Support",
+        },
         "database": {"url": db_url, "durable": False},
         "outbox": {"poll_seconds": 0.05, "backoff_base_seconds": 0.05},
+        # port 0: tests never collide on the example's 2525
+        "email": {"smtp_server": {"port": 0}},
     }
     for key, values in tables.items():
-        table[key] = {**table.get(key, {}), **values} if isinstance(values, dict) else values
+        table[key] = _merge(table.get(key, {}), values) if isinstance(values, dict) else values
     return parse_settings(table)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 @dataclass
@@ -106,18 +121,35 @@ class Server:
     def helpdesk(self) -> Helpdesk:
         return self.app[HELPDESK]
 
-    async def token(self, role: str = "agent", *, name: str = "", team: str | None = None
-                    ) -> tuple[str, int | None]:
+    async def token(
+        self, role: str = "agent", *, name: str = "", team: str | None = None
+    ) -> tuple[str, int | None]:
         """A bearer token for a new agent with this role (admin tokens belong to no agent)."""
         db = self.helpdesk.db
         now = utc_now()
         email = f"{role}-{uuid.uuid4().hex[:8]}@support.test"
-        agent_id = await db.write(lambda c: accounts.add_agent(
-            c, name=name or f"{role.title()} {email[:12]}", email=email,
-            role=accounts.Role(role), now=now, team=team))
-        token = await db.write(lambda c: accounts.create_token(
-            c, name=f"test {role}", role=accounts.Role(role), now=now, agent_email=email))
+        agent_id = await db.write(
+            lambda c: accounts.add_agent(
+                c,
+                name=name or f"{role.title()} {email[:12]}",
+                email=email,
+                role=accounts.Role(role),
+                now=now,
+                team=team,
+            )
+        )
+        token = await db.write(
+            lambda c: accounts.create_token(
+                c, name=f"test {role}", role=accounts.Role(role), now=now, agent_email=email
+            )
+        )
         return token, agent_id
+
+    @property
+    def smtp_port(self) -> int:
+        """The port of the inbound SMTP server (configured with port 0)."""
+        (smtp,) = [s for s in self.app[INBOUND] if isinstance(s, SmtpServer)]
+        return smtp.port
 
     async def deliver_outbox(self) -> int:
         return await self.app[DISPATCHER].dispatch_once()
@@ -130,9 +162,13 @@ ServerFactory = Callable[..., Any]
 async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     runners: list[web.AppRunner] = []
 
-    async def start(db_url: str | None = None, *, clock: Clock = utc_now,
-                    adapters: dict[str, ChannelAdapter] | None = None,
-                    **tables: dict[str, Any]) -> Server:
+    async def start(
+        db_url: str | None = None,
+        *,
+        clock: Clock = utc_now,
+        adapters: dict[str, ChannelAdapter] | None = None,
+        **tables: dict[str, Any],
+    ) -> Server:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -237,7 +237,10 @@ class SurveyResponse(Base):
 
 class OutboxRow(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_address_created", "address", "created_at"),
+    )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"), index=True)
@@ -251,8 +254,20 @@ class OutboxRow(Base):
     lease_until: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
     external_id: Mapped[str | None] = mapped_column(String(500))
+    # Sent without a human (acknowledgements, surveys): rate-limited per address, never to
+    # automatic senders
+    automatic: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class ChannelCursor(Base):
+    """Where an adapter is in its channel (IMAP UIDVALIDITY:UID, a long-polling offset)."""
+
+    __tablename__ = "channel_cursors"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500))
+    updated_at: Mapped[datetime]
 
 
 class InboundReceipt(Base):

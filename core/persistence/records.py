@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy import Connection, Table, bindparam, insert, select, text, update
 from sqlalchemy.sql.dml import Insert
 
 from core.persistence.models import (
@@ -31,21 +29,16 @@ counters = table_of(Counter)
 
 
 class InsertIgnoring(Insert):
-    """``INSERT ... ON CONFLICT DO NOTHING`` (same syntax on SQLite and PostgreSQL).
+    """``INSERT ... ON CONFLICT DO NOTHING``: the same SQL on SQLite and PostgreSQL.
 
     The dialects' own ``insert().on_conflict_do_nothing()`` opts out of SQLAlchemy's statement
-    cache, so it was compiled on every execution: the costliest part of an intake. This one adds
-    no state to a plain Insert, so its compiled form is cached like any other.
+    cache, so it was compiled on every execution (the costliest step of an intake). This one only
+    fixes the clause after VALUES, which is part of the cache key, so it is cached like any
+    plain INSERT (RETURNING still goes after the clause).
     """
 
     inherit_cache = True
-
-
-@compiles(InsertIgnoring)
-def _compile_insert_ignoring(element: InsertIgnoring, compiler: SQLCompiler, **kw: Any) -> str:
-    if element._returning:  # the clause would have to go before RETURNING
-        raise NotImplementedError("InsertIgnoring does not support RETURNING")
-    return f"{compiler.visit_insert(element, **kw)} ON CONFLICT DO NOTHING"
+    _post_values_clause = text("ON CONFLICT DO NOTHING")
 
 
 _insert_ignoring: dict[Table, InsertIgnoring] = {}
@@ -59,14 +52,24 @@ def insert_ignoring_duplicates(conn: Connection, table: Table, values: dict[str,
     return conn.execute(stmt, values).rowcount == 1
 
 
+# Hot statements are built once: SQLAlchemy then reuses their cache keys and compiled forms,
+# where building a new construct per call costs several times the execution itself.
+_NEXT_NUMBER = (
+    update(counters)
+    .where(counters.c.name == bindparam("counter"))
+    .values(value=counters.c.value + 1)
+    .returning(counters.c.value)
+)
+_INSERT_HISTORY = insert(history)
+_THREAD_REFS = select(thread_refs.c.ref, thread_refs.c.ticket_id).where(
+    thread_refs.c.channel == bindparam("channel"),
+    thread_refs.c.ref.in_(bindparam("refs", expanding=True)),
+)
+
+
 def next_number(conn: Connection, name: str = "ticket") -> int:
     """The next value of a named counter (row-locked, so unique across processes)."""
-    value = conn.execute(
-        update(counters)
-        .where(counters.c.name == name)
-        .values(value=counters.c.value + 1)
-        .returning(counters.c.value)
-    ).scalar()
+    value = conn.execute(_NEXT_NUMBER, {"counter": name}).scalar()
     if value is None:
         insert_ignoring_duplicates(conn, counters, {"name": name, "value": 0})
         return next_number(conn, name)
@@ -85,9 +88,15 @@ def record(
 ) -> None:
     """Append one entry to the ticket's history."""
     conn.execute(
-        insert(history).values(
-            ticket_id=ticket_id, at=at, actor=actor, kind=kind, data=data, reason=reason[:500]
-        )
+        _INSERT_HISTORY,
+        {
+            "ticket_id": ticket_id,
+            "at": at,
+            "actor": actor,
+            "kind": kind,
+            "data": data,
+            "reason": reason[:500],
+        },
     )
 
 
@@ -101,11 +110,7 @@ def find_thread(conn: Connection, channel: str, refs: tuple[str, ...]) -> int | 
     """The ticket one of these thread refs belongs to (the most recent ref wins)."""
     if not refs:
         return None
-    rows = conn.execute(
-        select(thread_refs.c.ref, thread_refs.c.ticket_id).where(
-            thread_refs.c.channel == channel, thread_refs.c.ref.in_([r[:500] for r in refs])
-        )
-    ).all()
+    rows = conn.execute(_THREAD_REFS, {"channel": channel, "refs": [r[:500] for r in refs]}).all()
     by_ref = {row.ref: row.ticket_id for row in rows}
     for ref in reversed(refs):
         if ref[:500] in by_ref:

@@ -14,7 +14,7 @@ from core.helpdesk import Helpdesk
 from core.messages import Channel, DeliveryReceipt, InboundMessage, OutboundMessage, Sender
 from core.outbox import Dispatcher, backoff, claim_due
 from core.persistence.models import OutboxRow
-from core.ports import Sink
+from core.ports import Intake
 from tests.core.conftest import StepClock
 
 outbox = OutboxRow.__table__
@@ -29,7 +29,7 @@ class RecordingChannel:
         self.failures = list(failures or [])
         self.sent: list[tuple[str, OutboundMessage]] = []
 
-    async def start(self, sink: Sink) -> None: ...
+    async def start(self, intake: Intake) -> None: ...
 
     async def stop(self) -> None: ...
 

@@ -1,0 +1,431 @@
+"""JSON intake benchmark: helpline vs a bare aiohttp + SQLite handler, measured in the same run.
+
+Each server runs in its own subprocess on a loopback port; the load generator (this process, or
+``--procs`` worker processes) keeps ``--concurrency`` requests in flight, every one a distinct
+message with a distinct ``Idempotency-Key``. Both servers commit durably (WAL,
+``synchronous=FULL``): helpline through its group-commit writer, the reference with one
+``INSERT`` + ``COMMIT`` per request.
+
+    python -m bench.intake                       # the default run (well under 2 minutes)
+    python -m bench.intake --requests 5000 --concurrency 50 --procs 2 --check
+
+Targets (the issue's): helpline >= 1,500 tickets/s with p99 < 50 ms at 50 clients, >= 50% of the
+reference's throughput, idle RSS < 150 MB. Exit status is 0 unless ``--check`` is given and a
+target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+MIN_THROUGHPUT = 1500.0  # tickets/s
+MAX_P99_MS = 50.0
+MIN_RATIO = 0.5  # of the reference's throughput
+MAX_IDLE_RSS_MB = 150.0
+STARTUP_TIMEOUT = 30.0
+
+ROOT = Path(__file__).resolve().parent.parent
+BODY = (
+    "Hello, my order #{i} arrived damaged: the box was crushed and two items are broken. "
+    "Could you send a replacement or refund it? Photos available on request. Thanks!"
+)
+
+
+# -- load generation -------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """What one load-generator process measured."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    errors: dict[str, int] = field(default_factory=dict)  # "status 500" / exception name -> count
+    started: float = 0.0  # wall clock, so samples from several processes line up
+    finished: float = 0.0
+    cpu: float = 0.0  # CPU seconds this process spent generating load
+
+
+def payload(tag: str, i: int) -> dict[str, str]:
+    return {
+        "name": f"Customer {i}",
+        "email": f"customer-{tag}-{i}@example.com",
+        "subject": f"Damaged order #{i}",
+        "body": BODY.format(i=i),
+    }
+
+
+async def _drive(
+    url: str, tag: str, indices: list[int], concurrency: int, start_at: float
+) -> Sample:
+    sample = Sample()
+    pending = iter(indices)
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def worker() -> None:
+            for i in pending:  # a shared iterator: each index is taken once
+                headers = {"Idempotency-Key": f"bench-{tag}-{i}"}
+                began = time.perf_counter()
+                try:
+                    async with session.post(url, json=payload(tag, i), headers=headers) as resp:
+                        await resp.read()
+                        status = resp.status
+                except Exception as err:  # counted, the run goes on
+                    key = type(err).__name__
+                    sample.errors[key] = sample.errors.get(key, 0) + 1
+                    continue
+                if 200 <= status < 300:
+                    sample.latencies.append(time.perf_counter() - began)
+                else:
+                    key = f"status {status}"
+                    sample.errors[key] = sample.errors.get(key, 0) + 1
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        cpu0 = time.process_time()
+        sample.started = time.time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        sample.finished = time.time()
+        sample.cpu = time.process_time() - cpu0
+    return sample
+
+
+def drive(url: str, tag: str, indices: list[int], concurrency: int, start_at: float) -> Sample:
+    return asyncio.run(_drive(url, tag, indices, concurrency, start_at))
+
+
+def load(
+    pool: ProcessPoolExecutor | None, url: str, tag: str, total: int, concurrency: int, procs: int
+) -> list[Sample]:
+    """``total`` requests with ``concurrency`` in flight, split over ``procs`` processes."""
+    if pool is None:
+        return [drive(url, tag, list(range(total)), concurrency, time.time())]
+    start_at = time.time() + 0.3  # all processes begin together, after they are scheduled
+    futures = []
+    for p in range(procs):
+        share = list(range(p, total, procs))
+        workers = concurrency // procs + (1 if p < concurrency % procs else 0)
+        futures.append(pool.submit(drive, url, tag, share, workers, start_at))
+    return [f.result() for f in futures]
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+
+    @property
+    def ps(self) -> psutil.Process:
+        return psutil.Process(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        return self.ps.memory_info().rss / 2**20
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the high-water mark of the resident set since the process started."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        """User + system time of the server's process (all its threads)."""
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+
+def helpline_config(work: Path, port: int) -> Path:
+    data = work / "helpline-data"
+    config = work / "helpline.toml"
+    config.write_text(
+        f"""
+[service]
+name = "Bench Support"
+public_url = "http://127.0.0.1:{port}"
+data_dir = "{data}"
+log_level = "warning"
+
+[database]
+url = "sqlite:///{data}/helpline.db"
+durable = true
+
+[intake]
+rate_limit_per_minute = 100000000
+""".lstrip()
+    )
+    return config
+
+
+def helpline_command(config: Path, port: int) -> list[str]:
+    script = Path(sys.executable).with_name("helpline")
+    entry = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+    return [*entry, "serve", "--config", str(config), "--port", str(port)]
+
+
+def start(name: str, command: list[str], port: int, work: Path) -> Server:
+    log = work / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(name, proc, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited at startup:\n{log.read_text()[-3000:]}")
+        if _listening(port) and asyncio.run(_healthy(server.base_url)):
+            return server
+        time.sleep(0.1)
+    stop(server)
+    raise RuntimeError(f"{name} did not answer /healthz in {STARTUP_TIMEOUT:.0f}s")
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def _healthy(base_url: str) -> bool:
+    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+        async with aiohttp.ClientSession() as s, s.get(f"{base_url}/healthz") as resp:
+            return resp.status == 200
+    return False
+
+
+def stop(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGINT)  # aiohttp's run_app shuts down cleanly on it
+        try:
+            server.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+# -- one measured server ---------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    errors: dict[str, int]
+    seconds: float
+    latencies: list[float]
+    rss_idle: float
+    rss_after: float
+    rss_peak: float
+    server_cpu: float  # fraction of one core the server used during the measured phase
+    client_cpu: float  # the same, summed over the load-generator processes
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def measure(server: Server, args: argparse.Namespace, pool: ProcessPoolExecutor | None) -> Result:
+    url = f"{server.base_url}/api/v1/messages"
+    time.sleep(args.settle)  # let start-up garbage be collected before idle RSS is read
+    rss_idle = server.rss_mb()
+    tag = f"{server.name}-{os.getpid()}-{int(time.time())}"
+    if args.warmup:
+        load(pool, url, f"{tag}-w", args.warmup, args.concurrency, args.procs)
+    cpu0 = server.cpu_seconds()
+    samples = load(pool, url, tag, args.requests, args.concurrency, args.procs)
+    seconds = max(s.finished for s in samples) - min(s.started for s in samples)
+    server_cpu = (server.cpu_seconds() - cpu0) / seconds
+    errors: dict[str, int] = {}
+    for s in samples:
+        for key, n in s.errors.items():
+            errors[key] = errors.get(key, 0) + n
+    return Result(
+        name=server.name,
+        requests=args.requests,
+        errors=errors,
+        seconds=seconds,
+        latencies=[x for s in samples for x in s.latencies],
+        rss_idle=rss_idle,
+        rss_after=server.rss_mb(),
+        rss_peak=server.peak_rss_mb(),
+        server_cpu=server_cpu,
+        client_cpu=sum(s.cpu for s in samples) / seconds,
+    )
+
+
+def run_one(
+    name: str, args: argparse.Namespace, pool: ProcessPoolExecutor | None, work: Path
+) -> Result:
+    port = free_port()
+    if name == "helpline":
+        command = helpline_command(helpline_config(work, port), port)
+    else:
+        command = [
+            sys.executable, "-m", "bench.reference_server",
+            "--db", str(work / "reference.db"), "--port", str(port),
+        ]  # fmt: skip
+    server = start(name, command, port, work)
+    try:
+        if args.profile and name == "helpline":
+            print(f"helpline pid {server.proc.pid} (attach a profiler now)", flush=True)
+        return measure(server, args, pool)
+    finally:
+        stop(server)
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(results: dict[str, Result], args: argparse.Namespace) -> bool:
+    head = (
+        f"{'name':<10} | {'requests':>8} | {'errors':>6} | {'req/s':>8} | {'p50 ms':>7} | "
+        f"{'p99 ms':>7} | {'RSS MB idle/after/peak':>22} | {'CPU srv/cli':>11}"
+    )
+    print()
+    print(
+        f"JSON intake, {args.concurrency} concurrent clients, {args.requests} requests "
+        f"(+{args.warmup} warm-up), load generator: {args.procs} process(es), "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results.values():
+        rss = f"{r.rss_idle:.0f}/{r.rss_after:.0f}/{r.rss_peak:.0f}"
+        cpu = f"{r.server_cpu:.0%}/{r.client_cpu:.0%}"
+        print(
+            f"{r.name:<10} | {r.requests:>8} | {sum(r.errors.values()):>6} | "
+            f"{r.throughput:>8.0f} | {r.percentile(0.50):>7.1f} | {r.percentile(0.99):>7.1f} | "
+            f"{rss:>22} | {cpu:>11}"
+        )
+    for r in results.values():
+        for key, n in sorted(r.errors.items()):
+            print(f"  {r.name} error: {key} x{n}")
+    print("(CPU: share of one core used by the server process / by the load generator)")
+
+    helpline = results.get("helpline")
+    if helpline is None:
+        return True
+    checks = [
+        (
+            f"throughput >= {MIN_THROUGHPUT:.0f}/s",
+            helpline.throughput >= MIN_THROUGHPUT,
+            f"{helpline.throughput:.0f}/s",
+        ),
+        (
+            f"p99 < {MAX_P99_MS:.0f} ms",
+            helpline.percentile(0.99) < MAX_P99_MS,
+            f"{helpline.percentile(0.99):.1f} ms",
+        ),
+        (
+            f"idle RSS < {MAX_IDLE_RSS_MB:.0f} MB",
+            helpline.rss_idle < MAX_IDLE_RSS_MB,
+            f"{helpline.rss_idle:.0f} MB",
+        ),
+        ("no errors", not helpline.errors, str(sum(helpline.errors.values()))),
+    ]
+    reference = results.get("reference")
+    if reference is not None and reference.throughput:
+        ratio = helpline.throughput / reference.throughput
+        print(f"\nhelpline / reference throughput: {ratio:.2f}")
+        label = f"ratio >= {MIN_RATIO:.0%} of reference"
+        checks.append((label, ratio >= MIN_RATIO, f"{ratio:.0%}"))
+    print()
+    for label, ok, value in checks:
+        print(f"  {verdict(ok)}  {label:<28} ({value})")
+    return all(ok for _, ok, _ in checks)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--requests", type=int, default=3000, help="measured requests per server")
+    p.add_argument("--warmup", type=int, default=500, help="unmeasured requests first")
+    p.add_argument("--concurrency", type=int, default=50, help="requests in flight")
+    p.add_argument(
+        "--procs", type=int, default=1, help="load-generator processes (1: this process)"
+    )
+    p.add_argument("--only", choices=["helpline", "reference"], help="measure one server, not both")
+    p.add_argument("--settle", type=float, default=1.0, help="seconds idle before RSS is read")
+    p.add_argument("--profile", action="store_true", help="print the helpline pid first")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def workdir(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="helpline-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [args.only] if args.only else ["reference", "helpline"]
+    pool = None
+    if args.procs > 1:
+        pool = ProcessPoolExecutor(args.procs, mp_context=get_context("spawn"))
+    results: dict[str, Result] = {}
+    try:
+        with workdir(args.keep) as work:
+            for name in names:
+                print(f"benchmarking {name} ...", flush=True)
+                results[name] = run_one(name, args, pool, work)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    passed = report(results, args)
+    return 1 if args.check and not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
