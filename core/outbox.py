@@ -18,7 +18,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from core.config import OutboxSettings
 from core.errors import ChannelRejected, ChannelUnavailable
@@ -64,6 +64,7 @@ def enqueue(
             "attempts": 0,
             "next_attempt_at": now,
             "last_error": "",
+            "automatic": message.automatic,
             "created_at": now,
         },
     )
@@ -71,6 +72,24 @@ def enqueue(
         # a customer's reply to this mail threads back to the ticket
         add_thread_ref(conn, Channel.EMAIL.value, payload["message_id"], ticket_id)
     return written
+
+
+# Built once so SQLAlchemy caches it: it runs before every automatic message.
+RECENT_AUTOMATIC = select(func.count()).where(
+    outbox.c.address == bindparam("address"),
+    outbox.c.channel == bindparam("channel"),
+    outbox.c.automatic.is_(True),
+    outbox.c.created_at > bindparam("since"),
+)
+
+
+def automatic_allowed(conn: Connection, to: ThreadRef, now: datetime, per_hour: int) -> bool:
+    """Whether one more automatic message may go to this address within the hourly limit."""
+    sent = conn.execute(
+        RECENT_AUTOMATIC,
+        {"address": to.address, "channel": to.channel.value, "since": now - timedelta(hours=1)},
+    ).scalar_one()
+    return int(sent) < per_hour
 
 
 def to_payload(message: OutboundMessage) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from core.config import Settings
 from core.events import Event
 from core.links import portal_token, status_url
 from core.messages import Channel, OutboundMessage, ThreadRef
-from core.outbox import enqueue
+from core.outbox import automatic_allowed, enqueue
 from core.persistence.models import Agent, Customer, Identity, Team, Ticket, table_of
+from core.persistence.records import record
 
 tickets = table_of(Ticket)
 identities = table_of(Identity)
@@ -80,8 +81,8 @@ class UnitContext:
 
     @property
     def mail_domain(self) -> str:
-        host = self.settings.service.public_url.split("://", 1)[-1].split("/", 1)[0]
-        return host.split(":", 1)[0] or "helpline.invalid"
+        """The right-hand side of our Message-IDs: the domain we send mail from."""
+        return self.settings.email.from_address.rsplit("@", 1)[-1].lower()
 
     def status_url(self, ticket_id: int, number: int, version: int) -> str:
         token = portal_token(self.secret, ticket_id, version)
@@ -105,8 +106,23 @@ class UnitContext:
             return
         if view is None:
             view = load_view(conn, self, event.ticket_id)
+        per_hour = self.settings.outbox.max_automatic_per_address_per_hour
         for reaction in self.reactions:
             for out in reaction(event, view):
+                if out.message.automatic and not automatic_allowed(
+                    conn, out.message.to, self.now, per_hour
+                ):
+                    record(
+                        conn,
+                        event.ticket_id,
+                        at=self.now,
+                        actor="bot",
+                        kind="suppressed",
+                        reason=f"more than {per_hour} automatic messages to this address "
+                        "in an hour (loop protection)",
+                        key=out.key,
+                    )
+                    continue
                 enqueue(
                     conn,
                     out.key,

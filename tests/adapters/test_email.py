@@ -206,7 +206,7 @@ async def test_our_own_mail_coming_back_is_kept_not_ticketed(server_factory) -> 
     assert code == 250
     assert await count(server, Ticket) == 0
     [kept] = await rows(server, Quarantine)
-    assert "X-Loop" in kept.reason and kept.raw.startswith(b"From:") or b"X-Loop" in kept.raw
+    assert ("X-Loop" in kept.reason and kept.raw.startswith(b"From:")) or b"X-Loop" in kept.raw
 
 
 async def test_mail_without_a_sender_is_quarantined_not_lost(server_factory) -> None:
@@ -357,3 +357,21 @@ def test_parse_email_cli_prints_the_normalized_json(tmp_path) -> None:
     assert result["thread_hints"]["ticket_number"] == 12
     assert "prev@x" in result["thread_hints"]["references"]
     assert result["auto_submitted"] is False and result["bounce"] is None
+
+
+async def test_automatic_replies_to_one_address_are_rate_limited(server_factory, sink) -> None:
+    """Another robot writing new mails in a loop gets at most N acknowledgements an hour."""
+    server = await mail_server(server_factory, sink,
+                               outbox={"max_automatic_per_address_per_hour": 3})
+    for i in range(6):
+        code, _ = await smtp_send(server, mail(f"Ticket request {i}", sender="robot@example.net"),
+                                  sender="robot@example.net")
+        assert code == 250
+    assert await count(server, Ticket) == 6  # every mail is kept as a ticket
+    await sink.wait_for(3)
+    await asyncio.sleep(0.3)
+    assert len(sink.received) == 3
+    from core.persistence.models import TicketEvent
+
+    suppressed = await rows(server, TicketEvent, table_of(TicketEvent).c.kind == "suppressed")
+    assert len(suppressed) == 3 and "loop protection" in suppressed[0].reason
