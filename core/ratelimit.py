@@ -1,0 +1,77 @@
+"""Outbound pacing: never send faster than a platform allows, so we provoke no 429s.
+
+A ``Pace`` is "at most ``count`` messages per ``per`` seconds" for one key (a Slack channel, a
+Telegram chat, the whole bot), enforced as a minimum spacing of ``per / count`` between two
+messages on that key. ``RateGate.wait`` reserves the earliest instant at which a message keeps
+that spacing on every key it touches, then sleeps until it. Reservations may fill gaps: a
+message to an idle chat does not queue behind one that waits for a busy chat, so a burst over
+many chats still uses the whole global allowance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    key: str
+    count: int
+    per: float
+
+    def spacing(self, margin: float) -> float:
+        return self.per / self.count * (1 + margin)
+
+
+class RateGate:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        margin: float = 0.02,
+    ) -> None:
+        self.clock = clock
+        self.sleep = sleep
+        # a little slack on every spacing: the two ends of the wire measure time differently
+        self.margin = margin
+        self._reserved: dict[str, list[float]] = {}
+        self._held: dict[str, float] = {}
+
+    def reserve(self, paces: list[Pace], now: float) -> float:
+        """Book the earliest instant >= now that keeps every pace; returns it."""
+        at = max([now, *(self._held.get(p.key, now) for p in paces)])
+        moved = True
+        while moved:  # each move goes forward past a booking, so this ends
+            moved = False
+            for pace in paces:
+                gap = pace.spacing(self.margin)
+                booked = self._reserved.get(pace.key, [])
+                # the first booking closer than `gap` to `at`, on either side (exactly `gap`
+                # apart is fine; EPSILON keeps float rounding from seeing a conflict there)
+                i = bisect.bisect_right(booked, at - gap + EPSILON)
+                if i < len(booked) and booked[i] < at + gap - EPSILON:
+                    at = booked[i] + gap
+                    moved = True
+        for pace in paces:
+            booked = self._reserved.setdefault(pace.key, [])
+            bisect.insort(booked, at)
+            horizon = bisect.bisect_left(booked, now - pace.per)  # forget what cannot matter
+            del booked[:horizon]
+        return at
+
+    async def wait(self, paces: list[Pace]) -> None:
+        # no lock needed: reserve() does not await, so it runs atomically on the event loop
+        delay = self.reserve(paces, self.clock()) - self.clock()
+        if delay > 0:
+            await self.sleep(delay)
+
+    def hold(self, key: str, seconds: float) -> None:
+        """The platform said "retry after": nothing goes to this key before then."""
+        until = self.clock() + seconds
+        self._held[key] = max(self._held.get(key, until), until)
