@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.persistence.models import KbArticle, table_of
 from core.persistence.records import insert_ignoring_duplicates
 
@@ -123,3 +124,24 @@ def save_article(conn: Connection, article: Article, now: datetime) -> bool:
 
 def count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(articles)).scalar_one())
+
+
+def load_articles(conn: Connection) -> list[Article]:
+    """Every stored article (in insertion order), e.g. to build a ``kb_search.KbIndex``."""
+    rows = conn.execute(
+        select(
+            articles.c.slug,
+            articles.c.title,
+            articles.c.body,
+            articles.c.keywords,
+            articles.c.language,
+        ).order_by(articles.c.id)
+    )
+    return [Article(*row) for row in rows]
+
+
+def article(conn: Connection, slug: str) -> Any:
+    row = conn.execute(select(articles).where(articles.c.slug == slug)).first()
+    if row is None:
+        raise NotFound(f"no article {slug!r}")
+    return row
