@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import re
 import smtplib
 import ssl
 from collections.abc import Iterable, Mapping
@@ -43,7 +44,13 @@ def loop_marker(settings: EmailSettings) -> str:
     return f"helpline@{mail_domain(settings)}"
 
 
+# Any line starting like an X-Loop field (a superset of what the header parser reads as one).
+_X_LOOP_LINE = re.compile(rb"(?:\A|[\r\n])x-loop[ \t]*:", re.IGNORECASE)
+
+
 def is_our_own(raw: bytes, marker: str) -> bool:
+    if not _X_LOOP_LINE.search(raw):  # the usual case: no need to parse the header block twice
+        return False
     headers = BytesHeaderParser().parsebytes(raw)
     loops = [str(v).strip().lower() for v in headers.get_all("X-Loop", [])]
     return marker.lower() in loops

@@ -24,7 +24,7 @@ from html import unescape
 from html.parser import HTMLParser
 from typing import Any
 
-from adapters.email_bounce import detect_bounce
+from adapters.email_bounce import COMPAT32_FAST, detect_bounce
 from adapters.email_quote import extract_reply
 from core.messages import Attachment, Bounce, Channel, InboundMessage, Sender, ThreadHints
 
@@ -186,6 +186,12 @@ codecs.register_error(_CP1252_FALLBACK, _cp1252_fallback)
 # Headers
 
 _ENCODED_WORD_GAP = re.compile(r"(\?=)\s+(=\?)")
+_FOLD = re.compile(r"\r?\n[ \t]+")
+_LINE_BREAKS = re.compile(r"[\r\n]+[ \t]*")
+_ANGLE_IDS = re.compile(r"<([^<>\s]+)>")
+_PLAUSIBLE = re.compile(r"[^\s@<>\"]+@[^\s@<>\"]+\.[^\s@<>\"]+")
+_WHITESPACE = re.compile(r"\s+")
+_CR = re.compile(r"\r+\n|\r")
 
 
 def _header_text(value: Any) -> str:
@@ -208,7 +214,7 @@ def _header_text(value: Any) -> str:
 def _decode_words(text: str, fallback: tuple[str, ...] = ()) -> str:
     """Decode RFC 2047 words in a Latin-1 header string; raw 8-bit text tries UTF-8 first."""
     # unfold first: encoded words broken over lines (illegal, but common) then still match
-    text = _ENCODED_WORD_GAP.sub(r"\1\2", re.sub(r"\r?\n[ \t]+", " ", text))
+    text = _ENCODED_WORD_GAP.sub(r"\1\2", _FOLD.sub(" ", text))
     try:
         chunks = decode_header(text)
     except Exception:  # the stdlib raises assorted errors on damaged encoded words
@@ -220,7 +226,7 @@ def _decode_words(text: str, fallback: tuple[str, ...] = ()) -> str:
             parts.append(decode_bytes(data, "utf-8", *fallback))
         else:
             parts.append(decode_bytes(data, charset, *fallback))
-    return re.sub(r"[\r\n]+[ \t]*", " ", "".join(parts)).strip()
+    return _LINE_BREAKS.sub(" ", "".join(parts)).strip()
 
 
 def decode_header_value(value: Any, fallback: tuple[str, ...] = ()) -> str:
@@ -231,7 +237,7 @@ def decode_header_value(value: Any, fallback: tuple[str, ...] = ()) -> str:
 
 
 def _message_ids(value: str) -> list[str]:
-    ids = re.findall(r"<([^<>\s]+)>", value)
+    ids = _ANGLE_IDS.findall(value)
     return ids or [token.strip("<>") for token in value.split() if "@" in token]
 
 
@@ -295,7 +301,7 @@ def _parse_sender(msg: Message, charsets: tuple[str, ...]) -> Sender:
 
 
 def _plausible(address: str) -> bool:
-    return bool(re.fullmatch(r"[^\s@<>\"]+@[^\s@<>\"]+\.[^\s@<>\"]+", address or ""))
+    return bool(_PLAUSIBLE.fullmatch(address or ""))
 
 
 def _display_name(text: str) -> str:
@@ -402,7 +408,7 @@ class _TextWriter(HTMLParser):
                     self._newline()
                 self.current.append(chunk)
             return
-        data = re.sub(r"\s+", " ", data)
+        data = _WHITESPACE.sub(" ", data)
         if not self.current or "".join(self.current).endswith(" "):
             data = data.lstrip()
         self.current.append(data)
@@ -492,7 +498,7 @@ def _part_text(part: Message) -> str:
 
 
 def _normalise_newlines(text: str) -> str:
-    return re.sub(r"\r+\n|\r", "\n", text)
+    return _CR.sub("\n", text)
 
 
 def _filename(part: Message, charsets: tuple[str, ...] = ()) -> str:
@@ -515,7 +521,7 @@ def _make_attachment(part: Message, index: int, charsets: tuple[str, ...]) -> At
     if isinstance(payload, list):
         # message/rfc822 holds one message, message/delivery-status a list of header blocks
         content = b"\n".join(
-            item.as_bytes(policy=compat32) for item in payload if isinstance(item, Message)
+            item.as_bytes(policy=COMPAT32_FAST) for item in payload if isinstance(item, Message)
         )
     else:
         content = _payload_bytes(part)
