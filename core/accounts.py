@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -72,6 +73,8 @@ def add_agent(
     team: str | None = None,
     skills: tuple[str, ...] = (),
     max_open: int = 25,
+    slack_user_id: str | None = None,
+    telegram_user_id: str | None = None,
 ) -> int:
     if not name.strip():
         raise InvalidInput("name must not be empty", "name")
@@ -94,6 +97,8 @@ def add_agent(
                 max_open_tickets=max_open,
                 active=True,
                 created_at=now,
+                slack_user_id=slack_user_id or None,
+                telegram_user_id=telegram_user_id or None,
             )
             .returning(agents.c.id)
         ).scalar_one()
@@ -152,3 +157,31 @@ def authenticate(conn: Connection, token: str) -> Principal:
     if row is None or row.revoked_at is not None or row.active is False:
         raise Unauthorized("invalid or revoked token")
     return Principal(row.id, row.name, Role(row.role), row.agent_id, row.agent_name, row.team_id)
+
+
+CHAT_ID_COLUMNS = {"slack": agents.c.slack_user_id, "telegram": agents.c.telegram_user_id}
+
+
+def agent_by_chat_id(conn: Connection, channel: str, user_id: str) -> Any | None:
+    """The active agent behind a Slack or Telegram user id, if any."""
+    column = CHAT_ID_COLUMNS.get(channel)
+    if column is None:
+        return None
+    return conn.execute(select(agents).where(column == user_id, agents.c.active)).first()
+
+
+def link_chat_id(conn: Connection, email: str, channel: str, user_id: str) -> None:
+    column = CHAT_ID_COLUMNS.get(channel)
+    if column is None:
+        raise InvalidInput(f"agents have no {channel} identity", "channel")
+    done = conn.execute(
+        update(agents).where(agents.c.email == email.strip().lower()).values({column.name: user_id})
+    ).rowcount
+    if not done:
+        raise NotFound(f"no agent with email {email}")
+
+
+def agent_by_email(conn: Connection, email: str) -> Any | None:
+    return conn.execute(
+        select(agents).where(agents.c.email == email.strip().lower(), agents.c.active)
+    ).first()

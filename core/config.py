@@ -129,6 +129,50 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class TelegramSettings:
+    """A Telegram bot customers write to; a group of agents can be the team channel."""
+
+    enabled: bool = False
+    token_env: str = "HELPLINE_TELEGRAM_TOKEN"
+    # webhook: Telegram posts to {service.public_url}/telegram/webhook; polling: we ask it
+    mode: str = "webhook"
+    webhook_secret_env: str = "HELPLINE_TELEGRAM_WEBHOOK_SECRET"
+    # The Bot API's address; empty means Telegram's own (tests point it at a local fake)
+    api_url: str = ""
+    # A group chat id where agents get ticket cards (when Slack is not the team channel)
+    team_chat: str = ""
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    """A Slack app: customers in its DMs or support channels; agents in a team channel."""
+
+    enabled: bool = False
+    bot_token_env: str = "HELPLINE_SLACK_BOT_TOKEN"
+    signing_secret_env: str = "HELPLINE_SLACK_SIGNING_SECRET"
+    # http: Slack posts to {service.public_url}/slack/events; socket: Socket Mode (no URL)
+    mode: str = "http"
+    app_token_env: str = "HELPLINE_SLACK_APP_TOKEN"
+    # Channels (e.g. Slack Connect) where customers write; a DM with the app always counts
+    support_channels: tuple[str, ...] = ()
+    # The channel id where agents get ticket cards and answer in their threads
+    team_channel: str = ""
+    # The Web API's address; empty means Slack's own (tests point it at a local fake)
+    api_url: str = ""
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    kb_suggestions: int = 3
+    csat: bool = True
+    nps: bool = False
+    # A rating click later than this after resolution gets a polite "closed" answer
+    survey_valid_days: int = 7
+    # Who gets escalation pings: "slack:<user id>", "telegram:<chat id>" or "email:<address>"
+    supervisors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class InboxSettings:
     """A support address (email) or a named intake point, mapped to a team."""
 
@@ -144,6 +188,9 @@ class Settings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     outbox: OutboxSettings = field(default_factory=OutboxSettings)
     email: EmailSettings = field(default_factory=EmailSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    bots: BotSettings = field(default_factory=BotSettings)
     inboxes: tuple[InboxSettings, ...] = ()
     source: str = ""
 
@@ -197,6 +244,19 @@ def _check(settings: Settings) -> None:
     for key, value in addresses:
         if "@" not in value:
             raise ConfigError(f"email.{key}: {value!r} is not an email address")
+    if settings.telegram.mode not in ("webhook", "polling"):
+        raise ConfigError("telegram.mode: must be webhook or polling")
+    if settings.slack.mode not in ("http", "socket"):
+        raise ConfigError("slack.mode: must be http or socket")
+    for i, who in enumerate(settings.bots.supervisors):
+        kind, _, address = who.partition(":")
+        if kind not in ("slack", "telegram", "email") or not address:
+            raise ConfigError(
+                f"bots.supervisors[{i}]: {who!r} is not slack:<id>, "
+                "telegram:<id> or email:<address>"
+            )
+    if not 1 <= settings.bots.kb_suggestions <= 10:
+        raise ConfigError("bots.kb_suggestions: must be between 1 and 10")
     mailboxes = [m.name for m in settings.email.imap]
     if len(mailboxes) != len(set(mailboxes)):
         raise ConfigError("email.imap: two mailboxes have the same name")

@@ -17,6 +17,7 @@ from core.events import (
     StatusChanged,
     TicketAssigned,
     TicketClaimed,
+    TicketEscalated,
     TicketResolved,
     TicketUpdated,
 )
@@ -50,6 +51,9 @@ class Actor:
     @property
     def ref(self) -> str:
         return f"agent:{self.agent_id}" if self.agent_id is not None else self.name
+
+
+CUSTOMER = Actor(None, "customer", "customer")
 
 
 def _ticket(conn: Connection, number: int) -> Any:
@@ -231,6 +235,23 @@ def update_fields(
     touch(conn, ticket.id, ctx.now, **changes)
     record(conn, ticket.id, at=ctx.now, actor=actor.ref, kind="updated", **changes)
     ctx.emit(conn, TicketUpdated(ticket.id, number, ctx.now, changes, actor.ref))
+
+
+def resolve_self_service(conn: Connection, ctx: UnitContext, number: int, how: str) -> None:
+    """The customer says a knowledge-base article solved it: resolved without an agent."""
+    ticket = _ticket(conn, number)
+    if ticket.status in (TicketStatus.RESOLVED.value, TicketStatus.CLOSED.value):
+        return
+    record(conn, ticket.id, at=ctx.now, actor="customer", kind="deflected", reason=how)
+    _move(conn, ctx, ticket, TicketStatus.RESOLVED, CUSTOMER, how)
+
+
+def escalate(conn: Connection, ctx: UnitContext, number: int, actor: Actor, reason: str) -> None:
+    """Ask the supervisors to step in; the supervisor bot pings them."""
+    ticket = _ticket(conn, number)
+    reason = reason.strip()[:500] or "no reason given"
+    record(conn, ticket.id, at=ctx.now, actor=actor.ref, kind="escalated", reason=reason)
+    ctx.emit(conn, TicketEscalated(ticket.id, number, ctx.now, actor.name, reason))
 
 
 def _tag(value: str) -> str:

@@ -25,6 +25,7 @@ class TicketOpened(Event):
     subject: str
     priority: str
     team: str | None = None
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,20 @@ class TicketResolved(Event):
 class TicketUpdated(Event):
     changes: dict[str, Any] = field(default_factory=dict)
     by: str = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEscalated(Event):
+    """Someone (an agent's button, later the SLA engine) asked supervisors to step in."""
+
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyAnswered(Event):
+    kind: str
+    score: int
 
 
 Listener = Callable[[Event], Awaitable[None]]

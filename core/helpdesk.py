@@ -3,6 +3,7 @@ events after commit and wakes the outbox dispatcher."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -68,8 +69,10 @@ class Helpdesk:
         """Store a customer's message; returns once it is committed (then ack the channel)."""
         limits = self.settings.intake
         intake.check_limits(msg, limits.max_attachment_bytes, limits.max_attachments)
-        for attachment in msg.attachments:  # content first: the rows then point at durable files
-            self.attachments.put(attachment.content)
+        # content first, so the rows then point at durable files; in a thread, because each
+        # file is fsynced and the event loop must keep serving other requests meanwhile
+        for attachment in msg.attachments:
+            await asyncio.to_thread(self.attachments.put, attachment.content)
         return await self.run(lambda conn, ctx: intake.ingest_unit(conn, ctx, msg))
 
     async def quarantine(self, channel: str, reason: str, raw: bytes) -> int:
@@ -114,6 +117,9 @@ class Helpdesk:
         self, number: int, status: TicketStatus, actor: desk.Actor, reason: str = ""
     ) -> None:
         await self.run(lambda conn, ctx: desk.set_status(conn, ctx, number, status, actor, reason))
+
+    async def escalate(self, number: int, actor: desk.Actor, reason: str = "") -> None:
+        await self.run(lambda conn, ctx: desk.escalate(conn, ctx, number, actor, reason))
 
     async def update_fields(
         self,

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from core import surveys
 from core.errors import InvalidInput, NotFound, TooLarge
 from core.events import MessageAppended, TicketOpened, TicketReopened
 from core.links import check_portal_token
@@ -21,10 +22,11 @@ from core.persistence.models import (
     Team,
     table_of,
 )
+from core.persistence.prepared import Prepared
 from core.persistence.records import (
     InsertIgnoring,
     add_thread_ref,
-    find_thread,
+    find_thread_ref,
     insert_ignoring_duplicates,
     next_number,
     receipts,
@@ -42,10 +44,10 @@ messages = table_of(Message)
 attachments = table_of(AttachmentRow)
 teams = table_of(Team)
 
-# The statements of every intake are built once: SQLAlchemy then reuses their cache keys and
-# compiled forms, where building a new construct per call costs several times its execution.
-# (Bound parameter names must differ from column names in INSERT/UPDATE statements.)
-_SET_RECEIPT = (
+# The statements of every intake are built once and compiled once (see core/persistence/
+# prepared.py): on SQLite they then run on the DBAPI cursor without SQLAlchemy's per-execution
+# overhead. (Bound parameter names must differ from column names in INSERT/UPDATE statements.)
+_SET_RECEIPT = Prepared(
     update(receipts)
     .where(
         receipts.c.channel == bindparam("r_channel"),
@@ -53,7 +55,7 @@ _SET_RECEIPT = (
     )
     .values(ticket_id=bindparam("r_ticket_id"), message_id=bindparam("r_message_id"))
 )
-_PREVIOUS = (
+_PREVIOUS = Prepared(
     select(receipts.c.ticket_id, receipts.c.message_id, tickets.c.number, tickets.c.portal_version)
     .outerjoin(tickets, tickets.c.id == receipts.c.ticket_id)
     .where(
@@ -61,7 +63,7 @@ _PREVIOUS = (
         receipts.c.external_id == bindparam("external_id"),
     )
 )
-_IDENTITY = (
+_IDENTITY = Prepared(
     select(
         identities.c.id,
         identities.c.customer_id,
@@ -76,19 +78,30 @@ _IDENTITY = (
         identities.c.channel == bindparam("channel"), identities.c.address == bindparam("address")
     )
 )
-_CUSTOMER_BY_EMAIL = (
+_CUSTOMER_BY_EMAIL = Prepared(
     select(customers.c.id, customers.c.name)
     .where(customers.c.email == bindparam("email"))
     .order_by(customers.c.id)
 )
-_INSERT_IDENTITY = InsertIgnoring(identities).returning(identities.c.id)
-_INSERT_CUSTOMER = insert(customers).returning(customers.c.id)
+_INSERT_IDENTITY = Prepared(InsertIgnoring(identities).returning(identities.c.id))
+_INSERT_CUSTOMER = Prepared(insert(customers).returning(customers.c.id))
 _KNOWN_COLUMNS = (tickets.c.id, tickets.c.customer_id, tickets.c.status, tickets.c.resolved_at)
-_KNOWN_BY_ID = select(*_KNOWN_COLUMNS).where(tickets.c.id == bindparam("ticket_id"))
-_KNOWN_BY_NUMBER = select(*_KNOWN_COLUMNS).where(tickets.c.number == bindparam("number"))
-_TEAM_ID = select(teams.c.id).where(teams.c.name == bindparam("name"))
-_INSERT_TICKET = insert(tickets).returning(tickets.c.id)
-_INSERT_MESSAGE = insert(messages).returning(messages.c.id)
+_KNOWN_BY_ID = Prepared(select(*_KNOWN_COLUMNS).where(tickets.c.id == bindparam("ticket_id")))
+_KNOWN_BY_NUMBER = Prepared(select(*_KNOWN_COLUMNS).where(tickets.c.number == bindparam("number")))
+_TEAM_ID = Prepared(select(teams.c.id).where(teams.c.name == bindparam("name")))
+_INSERT_TICKET = Prepared(insert(tickets).returning(tickets.c.id))
+_INSERT_MESSAGE = Prepared(insert(messages).returning(messages.c.id))
+_LATEST_OF_IDENTITY = Prepared(
+    select(tickets.c.id)
+    .where(tickets.c.reply_identity_id == bindparam("identity_id"))
+    .order_by(tickets.c.id.desc())
+    .limit(1)
+)
+_CONTINUED = Prepared(
+    select(
+        tickets.c.number, tickets.c.status, tickets.c.portal_version, tickets.c.reopen_count
+    ).where(tickets.c.id == bindparam("ticket_id"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +163,17 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
         customer_id, identity_id = sender.customer_id, sender.identity_id
     if msg.bounce is not None:
         _mark_bouncing(conn, msg)
-    decision = _thread(conn, ctx, msg, customer_id, portal.id if portal is not None else None)
+    decision, purpose = _thread(
+        conn, ctx, msg, customer_id, identity_id, portal.id if portal is not None else None
+    )
+    # an answer to a rating question is the rating's comment: filed, the ticket stays resolved
+    quiet = (
+        purpose == "survey"
+        and decision.ticket_id is not None
+        and surveys.comment(conn, ctx, decision.ticket_id, msg.body)
+    )
+    if quiet:
+        decision = ThreadDecision(Verdict.CONTINUE, decision.ticket_id, reason="rating comment")
 
     opened_view = None
     if decision.verdict is Verdict.NEW:
@@ -159,11 +182,11 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
         )
     else:
         assert decision.ticket_id is not None
-        ticket_id, number, version = _continue_ticket(conn, ctx, msg, decision)
+        ticket_id, number, version = _continue_ticket(conn, ctx, msg, decision, quiet=quiet)
 
     message_id = _append_message(conn, ctx, msg, ticket_id)
-    conn.execute(
-        _SET_RECEIPT,
+    _SET_RECEIPT.run(
+        conn,
         {
             "r_channel": msg.channel.value,
             "r_external_id": msg.external_id[:500],
@@ -171,7 +194,7 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
             "r_message_id": message_id,
         },
     )
-    automatic = msg.auto_submitted or msg.bounce is not None
+    automatic = msg.auto_submitted or msg.bounce is not None or quiet
     if decision.verdict is Verdict.NEW:
         ctx.emit(
             conn,
@@ -183,6 +206,7 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
                 msg.channel.value,
                 msg.subject,
                 Priority.NORMAL.value,
+                text=msg.body,
             ),
             automatic=automatic,
             view=opened_view,
@@ -201,18 +225,14 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
         ),
         automatic=automatic or decision.verdict is Verdict.NEW,
     )
-    return IntakeResult(
-        ticket_id,
-        number,
-        message_id,
-        ctx.status_url(ticket_id, number, version),
-        created=decision.verdict is Verdict.NEW,
-    )
+    # the view of a new ticket already carries its link: one HMAC per intake, not two
+    url = opened_view.status_url if opened_view else ctx.status_url(ticket_id, number, version)
+    return IntakeResult(ticket_id, number, message_id, url, created=decision.verdict is Verdict.NEW)
 
 
 def _previous_result(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> IntakeResult:
-    row = conn.execute(
-        _PREVIOUS, {"channel": msg.channel.value, "external_id": msg.external_id[:500]}
+    row = _PREVIOUS.run(
+        conn, {"channel": msg.channel.value, "external_id": msg.external_id[:500]}
     ).one()
     url = None
     if row.ticket_id is not None:
@@ -228,21 +248,21 @@ def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> _Sende
     address = msg.sender.address.strip()[:320]
     if channel == "email":
         address = address.lower()
-    row = conn.execute(_IDENTITY, {"channel": channel, "address": address}).first()
+    row = _IDENTITY.run(conn, {"channel": channel, "address": address}).first()
     if row is not None:
         return _sender(row)
     email = (msg.sender.email or (address if channel == "email" else "")).lower() or None
     name = msg.sender.name[:200]
-    customer = conn.execute(_CUSTOMER_BY_EMAIL, {"email": email}).first() if email else None
+    customer = _CUSTOMER_BY_EMAIL.run(conn, {"email": email}).first() if email else None
     if customer is not None:
         customer_id, name = customer.id, customer.name
     else:
-        customer_id = conn.execute(
-            _INSERT_CUSTOMER,
+        customer_id = _INSERT_CUSTOMER.run(
+            conn,
             {"name": name, "email": email, "attributes": {}, "created_at": ctx.now},
         ).scalar_one()
-    identity_id = conn.execute(
-        _INSERT_IDENTITY,
+    identity_id = _INSERT_IDENTITY.run(
+        conn,
         {
             "customer_id": customer_id,
             "channel": channel,
@@ -254,7 +274,7 @@ def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> _Sende
     ).scalar()
     if identity_id is None:
         # a concurrent intake created the identity first: use that row
-        return _sender(conn.execute(_IDENTITY, {"channel": channel, "address": address}).one())
+        return _sender(_IDENTITY.run(conn, {"channel": channel, "address": address}).one())
     return _Sender(customer_id, identity_id, name, email, channel, address, False)
 
 
@@ -290,9 +310,9 @@ def _known(
     if ticket_id is None and number is None:
         return None
     if ticket_id is not None:
-        row = conn.execute(_KNOWN_BY_ID, {"ticket_id": ticket_id}).first()
+        row = _KNOWN_BY_ID.run(conn, {"ticket_id": ticket_id}).first()
     else:
-        row = conn.execute(_KNOWN_BY_NUMBER, {"number": number}).first()
+        row = _KNOWN_BY_NUMBER.run(conn, {"number": number}).first()
     if row is None:
         return None
     return KnownTicket(row.id, row.customer_id, TicketStatus(row.status), row.resolved_at)
@@ -315,14 +335,24 @@ def _thread(
     ctx: UnitContext,
     msg: InboundMessage,
     customer_id: int,
+    identity_id: int,
     trusted_ticket_id: int | None,
-) -> ThreadDecision:
+) -> tuple[ThreadDecision, str]:
+    """The threading decision, and the purpose of the thread ref that matched ("" if none)."""
     hints = msg.thread_hints
     refs = hints.references
     if msg.bounce is not None and msg.bounce.original_message_id:
         refs = (*refs, msg.bounce.original_message_id)
-    if trusted_ticket_id is None:
-        trusted_ticket_id = find_thread(conn, msg.channel.value, refs)
+    purpose = ""
+    if trusted_ticket_id is None and (found := find_thread_ref(conn, msg.channel.value, refs)):
+        trusted_ticket_id, purpose = found
+    if (
+        trusted_ticket_id is None
+        and hints.ticket_number is None
+        and msg.metadata.get("conversation")
+    ):
+        # a chat without threads (Telegram): the customer's latest ticket goes on
+        trusted_ticket_id = _LATEST_OF_IDENTITY.run(conn, {"identity_id": identity_id}).scalar()
     by_reference = _known(conn, ticket_id=trusted_ticket_id)
     by_number = _known(conn, number=hints.ticket_number)
     return decide_thread(
@@ -332,14 +362,14 @@ def _thread(
         now=ctx.now,
         reopen_window=timedelta(days=ctx.settings.intake.reopen_window_days),
         automatic=msg.auto_submitted or msg.bounce is not None,
-    )
+    ), purpose
 
 
 def _team_id(conn: Connection, name: str) -> int | None:
     if not name:
         return None
     insert_ignoring_duplicates(conn, teams, {"name": name})
-    return int(conn.execute(_TEAM_ID, {"name": name}).scalar_one())
+    return int(_TEAM_ID.run(conn, {"name": name}).scalar_one())
 
 
 def _inbox_team(ctx: UnitContext, inbox: str | None) -> str:
@@ -364,8 +394,8 @@ def _open_ticket(
     team = _inbox_team(ctx, msg.inbox)
     subject = (msg.subject or msg.body.strip().split("\n", 1)[0])[:300]
     reply_thread = _reply_thread(msg)
-    ticket_id = conn.execute(
-        _INSERT_TICKET,
+    ticket_id = _INSERT_TICKET.run(
+        conn,
         {
             "number": number,
             "customer_id": customer_id,
@@ -423,19 +453,22 @@ def _open_ticket(
 
 
 def _continue_ticket(
-    conn: Connection, ctx: UnitContext, msg: InboundMessage, decision: ThreadDecision
+    conn: Connection,
+    ctx: UnitContext,
+    msg: InboundMessage,
+    decision: ThreadDecision,
+    *,
+    quiet: bool = False,
 ) -> tuple[int, int, int]:
+    """Add to an existing ticket; a customer's message reopens it unless it is automatic or
+    ``quiet`` (a comment on a rating)."""
     assert decision.ticket_id is not None
-    row = conn.execute(
-        select(
-            tickets.c.number, tickets.c.status, tickets.c.portal_version, tickets.c.reopen_count
-        ).where(tickets.c.id == decision.ticket_id)
-    ).one()
+    row = _CONTINUED.run(conn, {"ticket_id": decision.ticket_id}).one()
     current = TicketStatus(row.status)
     values: dict[str, Any] = {}
     if thread := _reply_thread(msg):
         values["reply_thread"] = thread
-    automatic = msg.auto_submitted or msg.bounce is not None
+    automatic = msg.auto_submitted or msg.bounce is not None or quiet
     target = None if automatic else status_after_customer_message(current)
     if target is not None:
         values["status"] = target.value
@@ -464,8 +497,8 @@ def _reply_thread(msg: InboundMessage) -> str | None:
 
 
 def _append_message(conn: Connection, ctx: UnitContext, msg: InboundMessage, ticket_id: int) -> int:
-    message_id = conn.execute(
-        _INSERT_MESSAGE,
+    message_id = _INSERT_MESSAGE.run(
+        conn,
         {
             "ticket_id": ticket_id,
             "kind": MessageKind.INBOUND.value,

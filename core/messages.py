@@ -125,11 +125,19 @@ class OutboundMessage:
     subject: str = ""
     html: str | None = None
     actions: tuple[Action, ...] = ()
+    # Inside core: the idempotency key of an earlier outbound message this one edits in place
+    # (a card update); the dispatcher hands the adapter that message's channel id instead.
     replaces: str | None = None
     in_reply_to: tuple[str, ...] = ()
     automatic: bool = False
     # Set by the outbox for channels whose message id we choose (email Message-ID)
     message_id: str | None = None
+    # Inside core: the idempotency key of an earlier outbound message whose thread this one
+    # goes into (a customer's follow-up under its ticket card); resolved like ``replaces``
+    thread_of: str | None = None
+    # When set, replies to this message (in its thread, or quoting it) lead back to the ticket:
+    # "thread" for conversation and cards, "survey" for a rating question awaiting a comment
+    thread_purpose: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +145,30 @@ class DeliveryReceipt:
     """The channel's id for what it delivered (email Message-ID, Slack ts, Telegram message id)."""
 
     external_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """Something a person did in a chat other than writing to support as a customer: a button
+    click, a slash command, an agent's reply in a ticket card's thread.
+
+    ``action`` is the clicked Action's id ("claim", "csat"...), "command" for a slash command or
+    "thread_reply" for an agent's message in a card thread; ``refs`` are thread refs
+    ("<address>:<message id>") of where it happened, which lead to the ticket.
+    """
+
+    channel: Channel
+    external_id: str
+    user: str
+    action: str
+    value: str = ""
+    text: str = ""
+    user_name: str = ""
+    refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionReply:
+    """The answer shown to the person who acted (Slack ephemeral, Telegram callback toast)."""
+
+    text: str

@@ -6,7 +6,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from core.messages import DeliveryReceipt, InboundMessage, OutboundMessage
+from core.messages import (
+    DeliveryReceipt,
+    InboundMessage,
+    Interaction,
+    InteractionReply,
+    OutboundMessage,
+)
 
 Clock = Callable[[], datetime]
 
@@ -31,6 +37,11 @@ class Intake(Protocol):
         ...
 
     async def save_cursor(self, name: str, value: str) -> None: ...
+
+    async def interact(self, interaction: Interaction) -> InteractionReply:
+        """A click, a slash command or an agent's card-thread reply; the reply is shown to the
+        person who acted (Slack ephemeral, Telegram callback answer)."""
+        ...
 
 
 class ChannelAdapter(Protocol):

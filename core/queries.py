@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Connection, String, cast, exists, func, or
 from core.errors import InvalidInput, NotFound
 from core.links import check_portal_token
 from core.persistence.models import AttachmentRow, Message, OutboxRow, TicketEvent, table_of
-from core.persistence.records import tickets
+from core.persistence.records import thread_refs, tickets
 from core.tickets import Priority, TicketStatus
 from core.views import UnitContext, agents, customers, identities, teams, view_from_row
 
@@ -176,3 +176,18 @@ def portal_ticket(conn: Connection, ctx: UnitContext, number: int, token: str) -
     if row is None or not check_portal_token(ctx.secret, row.id, row.portal_version, token):
         raise NotFound("this status link is unknown or has been revoked")
     return row
+
+
+def ticket_by_refs(conn: Connection, channel: str, refs: tuple[str, ...]) -> tuple[Any, str] | None:
+    """The ticket (as a view row) a chat thread ref leads to, and the ref's purpose."""
+    if not refs:
+        return None
+    row = conn.execute(
+        select(thread_refs.c.ticket_id, thread_refs.c.purpose)
+        .where(thread_refs.c.channel == channel, thread_refs.c.ref.in_([r[:500] for r in refs]))
+        .order_by(thread_refs.c.id.desc())
+    ).first()
+    if row is None:
+        return None
+    ticket = conn.execute(_view_query().where(tickets.c.id == row.ticket_id)).one()
+    return ticket, row.purpose

@@ -56,6 +56,7 @@ class TicketView:
     language: str | None
     created_at: datetime
     first_response_due: datetime | None
+    reopen_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,4 +179,5 @@ def view_from_row(row: Any, ctx: UnitContext) -> TicketView:
         language=row.language,
         created_at=row.created_at,
         first_response_due=row.first_response_due,
+        reopen_count=row.reopen_count,
     )

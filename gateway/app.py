@@ -9,31 +9,43 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
+from adapters.slack import SlackAdapter
+from adapters.telegram import TelegramAdapter
 from aiohttp import web
 
 from adapters.email import EmailSender, SmtpServer
+from adapters.imap import pollers_from_settings
+from bots.agents import AgentBot
 from bots.customer import CustomerBot
+from bots.interactions import Interactions
+from bots.supervisors import SupervisorBot
 from core.config import Settings
 from core.errors import HelplineError
 from core.helpdesk import Helpdesk
+from core.links import ActionLinks
+from core.messages import Channel, ThreadRef
 from core.outbox import Dispatcher
 from core.persistence.database import open_database
 from core.persistence.migrate import upgrade
 from core.ports import ChannelAdapter, Clock, utc_now
+from core.views import Reaction
 from gateway.admin_api import admin
 from gateway.api import api
 from gateway.http import RateLimiter, problem, status_for
+from gateway.hub import ChannelHub, KbCache
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import render, routes, templates
 from gateway.state import (
     DISPATCHER,
     HELPDESK,
+    HUB,
     INBOUND,
     INTAKE_LIMITER,
     METRICS,
     SETTINGS,
     TEMPLATES,
+    ChatAdapter,
     InboundSource,
 )
 
@@ -63,20 +75,40 @@ def load_secret(settings: Settings) -> bytes:
     return key
 
 
-def configured_adapters(settings: Settings, env: Mapping[str, str]) -> dict[str, ChannelAdapter]:
-    """The outbound channels the settings configure (a channel left out keeps rows queued)."""
-    found: dict[str, ChannelAdapter] = {}
-    relay = settings.email.relay
-    if relay.host:
-        found["email"] = EmailSender(settings.email, env.get(relay.password_env))
+def chat_adapters(settings: Settings, env: Mapping[str, str]) -> dict[str, ChatAdapter]:
+    """Slack and Telegram, when enabled: both receive (webhooks) and send (outbox)."""
+    found: dict[str, ChatAdapter] = {}
+    if settings.slack.enabled:
+        found["slack"] = SlackAdapter.from_settings(settings.slack, env)
+    if settings.telegram.enabled:
+        found["telegram"] = TelegramAdapter.from_settings(
+            settings.telegram, env, public_url=settings.service.public_url
+        )
     return found
 
 
-def inbound_sources(settings: Settings, clock: Clock) -> list[InboundSource]:
-    sources: list[InboundSource] = []
-    if settings.email.smtp_server.enabled:
-        sources.append(SmtpServer(settings.email, settings.inboxes, clock))
-    return sources
+def team_channel(settings: Settings) -> ThreadRef | None:
+    """Where agents get ticket cards: the Slack team channel, else the Telegram group."""
+    if settings.slack.enabled and settings.slack.team_channel:
+        return ThreadRef(Channel.SLACK, settings.slack.team_channel)
+    if settings.telegram.enabled and settings.telegram.team_chat:
+        return ThreadRef(Channel.TELEGRAM, settings.telegram.team_chat)
+    return None
+
+
+def bots(settings: Settings, secret: bytes, kb: KbCache) -> list[Reaction]:
+    links = ActionLinks(secret, settings.service.public_url)
+    return [
+        CustomerBot(
+            settings.service.name,
+            settings.service.language,
+            settings=settings.bots,
+            links=links,
+            kb=kb,
+        ),
+        AgentBot(team_channel(settings)),
+        SupervisorBot(settings.bots.supervisors),
+    ]
 
 
 def create_app(
@@ -84,8 +116,10 @@ def create_app(
     *,
     clock: Clock = utc_now,
     adapters: dict[str, ChannelAdapter] | None = None,
+    env: Mapping[str, str] | None = None,
     migrate: bool = True,
 ) -> web.Application:
+    env = os.environ if env is None else env
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.intake.max_request_bytes,
@@ -95,6 +129,8 @@ def create_app(
     app[TEMPLATES] = templates()
     app[INTAKE_LIMITER] = RateLimiter(settings.intake.rate_limit_per_minute)
     app[METRICS] = metrics
+    chats = chat_adapters(settings, env)
+    kb = KbCache()
 
     async def core_context(app: web.Application) -> AsyncIterator[None]:
         db = open_database(
@@ -104,31 +140,37 @@ def create_app(
         )
         if migrate:
             await asyncio.to_thread(upgrade, db)
-        helpdesk = Helpdesk(
-            db,
-            settings,
-            load_secret(settings),
-            clock=clock,
-            reactions=[CustomerBot(settings.service.name, settings.service.language)],
-        )
-        channels = {**configured_adapters(settings, os.environ), **(adapters or {})}
+        secret = load_secret(settings)
+        helpdesk = Helpdesk(db, settings, secret, clock=clock, reactions=bots(settings, secret, kb))
+        await kb.refresh(helpdesk)
+        kb.start(helpdesk)
+        channels: dict[str, ChannelAdapter] = {**chats, **(adapters or {})}
+        if settings.email.relay.host:
+            channels.setdefault(
+                "email", EmailSender(settings.email, env.get(settings.email.relay.password_env))
+            )
         dispatcher = Dispatcher(db, channels, settings.outbox, clock)
         helpdesk.on_outbox = dispatcher.wake
         helpdesk.bus.subscribe(metrics.on_event)
         app[HELPDESK] = helpdesk
+        app[HUB] = ChannelHub(helpdesk, Interactions(helpdesk, settings.bots))
         app[DISPATCHER] = dispatcher
         dispatcher.start()
         try:
             yield
         finally:
             await dispatcher.stop()
+            await kb.stop()
             await db.close()
 
     async def inbound_context(app: web.Application) -> AsyncIterator[None]:
         """Inbound listeners start after the core is up and stop before it goes down."""
-        sources = inbound_sources(settings, clock)
+        sources: list[InboundSource] = [*chats.values()]
+        if settings.email.smtp_server.enabled:
+            sources.append(SmtpServer(settings.email, settings.inboxes, clock))
+        sources += pollers_from_settings(settings.email, env)
         for source in sources:
-            await source.start(app[HELPDESK])
+            await source.start(app[HUB])
         app[INBOUND] = sources
         try:
             yield
@@ -139,6 +181,10 @@ def create_app(
     app.cleanup_ctx.append(core_context)
     app.cleanup_ctx.append(inbound_context)
     app.router.add_routes(routes)
+    if "slack" in chats:
+        app.router.add_post("/slack/events", chats["slack"].handle_request)
+    if "telegram" in chats:
+        app.router.add_post("/telegram/webhook", chats["telegram"].handle_webhook)
     for registry in API:
         registry.add_to(app)
     app.router.add_get("/api/v1/openapi.json", openapi_json)

@@ -76,9 +76,25 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
             team=args.team,
             skills=skills,
             max_open=args.max_open,
+            slack_user_id=args.slack,
+            telegram_user_id=args.telegram,
         )
     )
     print(f"agent {agent_id} added: {args.name} <{args.email}> ({args.role})")
+    return 0
+
+
+def cmd_agent_link(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _database(settings)
+    upgrade(db)
+    links = [("slack", args.slack), ("telegram", args.telegram)]
+    if not any(user for _, user in links):
+        raise HelplineError("give --slack USER_ID and/or --telegram USER_ID")
+    for channel, user in links:
+        if user:
+            db.run_sync(lambda c, ch=channel, u=user: accounts.link_chat_id(c, args.email, ch, u))
+            print(f"{args.email} is {channel} user {user}")
     return 0
 
 
@@ -177,7 +193,16 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--team")
     add.add_argument("--skills", help="comma-separated")
     add.add_argument("--max-open", type=int, default=25)
+    add.add_argument("--slack", help="the agent's Slack user id (U...)")
+    add.add_argument("--telegram", help="the agent's Telegram user id")
     add.set_defaults(func=cmd_agent_add)
+
+    link = agent.add_parser("link", help="link an agent to their Slack/Telegram user id")
+    link.add_argument("--config", default=argparse.SUPPRESS)
+    link.add_argument("--email", required=True)
+    link.add_argument("--slack")
+    link.add_argument("--telegram")
+    link.set_defaults(func=cmd_agent_link)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="action", required=True

@@ -11,14 +11,15 @@ from aiohttp.http_exceptions import BadHttpMessage
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from core import queries
+from core import kb, queries, surveys
 from core.errors import InvalidInput, TooLarge
-from core.messages import Attachment, Channel, InboundMessage, Sender, ThreadHints
+from core.links import ActionLinks
+from core.messages import Attachment, Channel, InboundMessage, Interaction, Sender, ThreadHints
 from core.quarantine import keep
 from core.views import view_from_row
 from gateway import csrf
 from gateway.http import client_ip
-from gateway.state import HELPDESK, INTAKE_LIMITER, SETTINGS, TEMPLATES
+from gateway.state import HELPDESK, HUB, INTAKE_LIMITER, SETTINGS, TEMPLATES
 from gateway.validation import clean_email, clean_name
 
 routes = web.RouteTableDef()
@@ -245,3 +246,61 @@ async def portal_reply(request: web.Request) -> web.Response:
     if result.ticket_number != row.number and result.status_url:
         target = urlsplit(result.status_url).path
     raise web.HTTPSeeOther(f"{target}?sent=1")
+
+
+@routes.get("/kb/{slug}")
+async def kb_article(request: web.Request) -> web.Response:
+    slug = request.match_info["slug"]
+    row = await request.app[HELPDESK].db.read(lambda c: kb.article(c, slug))
+    return render(request, "article.html", article=row)
+
+
+@routes.get("/a/{number}/{action}/{value}/{token}")
+async def one_click(request: web.Request) -> web.Response:
+    """A signed button from an email (a rating, "this solved it"): one click does it."""
+    helpdesk = request.app[HELPDESK]
+    raw, action, value = (request.match_info[k] for k in ("number", "action", "value"))
+    links = ActionLinks(helpdesk.secret, helpdesk.settings.service.public_url)
+    if not raw.isdigit() or not links.check(int(raw), action, value, request.match_info["token"]):
+        raise web.HTTPNotFound()
+    row = await helpdesk.db.read(lambda c: queries.ticket_row(c, int(raw)))
+    interaction = Interaction(
+        channel=Channel(row.identity_channel),
+        external_id=f"link:{raw}:{action}:{value}",
+        user=row.identity_address,
+        action=action,
+        value=f"{raw}:{value}",
+    )
+    reply = await request.app[HUB].interact(interaction)
+    text = reply.text or "Done already. Thank you!"
+    comment = action in ("csat", "nps") and reply.text != ""
+    return _form_page(
+        request,
+        "action_done.html",
+        text=text,
+        comment=comment,
+        number=int(raw),
+        ticket_token=request.match_info["token"],
+    )
+
+
+@routes.post("/a/{number}/{action}/{value}/{token}")
+async def one_click_comment(request: web.Request) -> web.Response:
+    """The optional comment under a rating given by email."""
+    helpdesk = request.app[HELPDESK]
+    raw, action, value = (request.match_info[k] for k in ("number", "action", "value"))
+    links = ActionLinks(helpdesk.secret, helpdesk.settings.service.public_url)
+    if not raw.isdigit() or not links.check(int(raw), action, value, request.match_info["token"]):
+        raise web.HTTPNotFound()
+    form = await _read_form(request)
+    csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))
+    text = _text(form, "comment")
+    row = await helpdesk.db.read(lambda c: queries.ticket_row(c, int(raw)))
+    await helpdesk.run(lambda c, ctx: surveys.comment(c, ctx, row.id, text, kind=action))
+    return render(
+        request,
+        "action_done.html",
+        text="Thank you for your comment!",
+        comment=False,
+        number=int(raw),
+    )

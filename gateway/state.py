@@ -9,6 +9,7 @@ from jinja2 import Environment
 
 from core.config import Settings
 from core.helpdesk import Helpdesk
+from core.messages import DeliveryReceipt, OutboundMessage
 from core.outbox import Dispatcher
 from core.ports import Intake
 from gateway.http import RateLimiter
@@ -31,3 +32,18 @@ class InboundSource(Protocol):
 
 
 INBOUND = web.AppKey("inbound", list[InboundSource])
+
+
+class ChatAdapter(Protocol):
+    """Slack or Telegram: an inbound source with a webhook, and an outbound channel."""
+
+    channel: str
+
+    async def start(self, intake: Intake) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, message: OutboundMessage, idempotency_key: str) -> DeliveryReceipt: ...
+
+
+HUB = web.AppKey("hub", Intake)

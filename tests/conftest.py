@@ -167,6 +167,7 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         *,
         clock: Clock = utc_now,
         adapters: dict[str, ChannelAdapter] | None = None,
+        env: dict[str, str] | None = None,
         **tables: dict[str, Any],
     ) -> Server:
         sock = socket.socket()
@@ -175,7 +176,7 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         data_dir = tmp_path / f"data-{port}"
         url = db_url or f"sqlite:///{data_dir}/helpline.db"
         settings = make_settings(url, data_dir, port, **tables)
-        app = create_app(settings, clock=clock, adapters=adapters)
+        app = create_app(settings, clock=clock, adapters=adapters, env=env or {})
         runner = web.AppRunner(app)
         await runner.setup()
         await web.SockSite(runner, sock).start()

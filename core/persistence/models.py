@@ -99,6 +99,9 @@ class Agent(Base):
     skills: Mapped[list[str]] = mapped_column(JSON, default=list)
     max_open_tickets: Mapped[int] = mapped_column(Integer, default=25)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Who the agent is in the team chat, so a click or a thread reply is theirs
+    slack_user_id: Mapped[str | None] = mapped_column(String(50), unique=True)
+    telegram_user_id: Mapped[str | None] = mapped_column(String(50), unique=True)
     created_at: Mapped[datetime]
 
 
@@ -196,6 +199,9 @@ class ThreadRef(Base):
     channel: Mapped[str] = mapped_column(String(20))
     ref: Mapped[str] = mapped_column(String(500))
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    # "thread": the conversation or a ticket card; "survey": a rating question (a reply to it
+    # is the rating's comment, not a new message on the ticket)
+    purpose: Mapped[str] = mapped_column(String(20), default="thread", server_default="thread")
 
 
 class TicketEvent(Base):

@@ -19,6 +19,7 @@ from core.persistence.models import (
 from core.persistence.models import (
     ThreadRef as ThreadRefRow,
 )
+from core.persistence.prepared import Prepared
 
 tickets = table_of(Ticket)
 history = table_of(TicketEvent)
@@ -41,27 +42,27 @@ class InsertIgnoring(Insert):
     _post_values_clause = text("ON CONFLICT DO NOTHING")
 
 
-_insert_ignoring: dict[Table, InsertIgnoring] = {}
+_insert_ignoring: dict[Table, Prepared] = {}
 
 
 def insert_ignoring_duplicates(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """INSERT that does nothing on a unique conflict; True when a row was written."""
     stmt = _insert_ignoring.get(table)
-    if stmt is None:  # one statement per table: its cache key is computed once
-        stmt = _insert_ignoring[table] = InsertIgnoring(table)
-    return conn.execute(stmt, values).rowcount == 1
+    if stmt is None:  # one statement per table, compiled once
+        stmt = _insert_ignoring[table] = Prepared(InsertIgnoring(table))
+    return stmt.run(conn, values).rowcount == 1
 
 
-# Hot statements are built once: SQLAlchemy then reuses their cache keys and compiled forms,
-# where building a new construct per call costs several times the execution itself.
-_NEXT_NUMBER = (
+# Hot statements are built once and run through Prepared (see core/persistence/prepared.py).
+_NEXT_NUMBER = Prepared(
     update(counters)
     .where(counters.c.name == bindparam("counter"))
     .values(value=counters.c.value + 1)
     .returning(counters.c.value)
 )
-_INSERT_HISTORY = insert(history)
-_THREAD_REFS = select(thread_refs.c.ref, thread_refs.c.ticket_id).where(
+_INSERT_HISTORY = Prepared(insert(history))
+# Not Prepared: its expanding IN (...) parameter is rendered per call by SQLAlchemy.
+_THREAD_REFS = select(thread_refs.c.ref, thread_refs.c.ticket_id, thread_refs.c.purpose).where(
     thread_refs.c.channel == bindparam("channel"),
     thread_refs.c.ref.in_(bindparam("refs", expanding=True)),
 )
@@ -69,7 +70,7 @@ _THREAD_REFS = select(thread_refs.c.ref, thread_refs.c.ticket_id).where(
 
 def next_number(conn: Connection, name: str = "ticket") -> int:
     """The next value of a named counter (row-locked, so unique across processes)."""
-    value = conn.execute(_NEXT_NUMBER, {"counter": name}).scalar()
+    value = _NEXT_NUMBER.run(conn, {"counter": name}).scalar()
     if value is None:
         insert_ignoring_duplicates(conn, counters, {"name": name, "value": 0})
         return next_number(conn, name)
@@ -87,8 +88,8 @@ def record(
     **data: Any,
 ) -> None:
     """Append one entry to the ticket's history."""
-    conn.execute(
-        _INSERT_HISTORY,
+    _INSERT_HISTORY.run(
+        conn,
         {
             "ticket_id": ticket_id,
             "at": at,
@@ -100,21 +101,28 @@ def record(
     )
 
 
-def add_thread_ref(conn: Connection, channel: str, ref: str, ticket_id: int) -> None:
+def add_thread_ref(
+    conn: Connection, channel: str, ref: str, ticket_id: int, purpose: str = "thread"
+) -> None:
     insert_ignoring_duplicates(
-        conn, thread_refs, {"channel": channel, "ref": ref[:500], "ticket_id": ticket_id}
+        conn,
+        thread_refs,
+        {"channel": channel, "ref": ref[:500], "ticket_id": ticket_id, "purpose": purpose},
     )
 
 
-def find_thread(conn: Connection, channel: str, refs: tuple[str, ...]) -> int | None:
-    """The ticket one of these thread refs belongs to (the most recent ref wins)."""
+def find_thread_ref(
+    conn: Connection, channel: str, refs: tuple[str, ...]
+) -> tuple[int, str] | None:
+    """The ticket one of these thread refs leads to, and why the ref was recorded ("thread",
+    "survey"); the most recent ref wins."""
     if not refs:
         return None
     rows = conn.execute(_THREAD_REFS, {"channel": channel, "refs": [r[:500] for r in refs]}).all()
-    by_ref = {row.ref: row.ticket_id for row in rows}
+    by_ref = {row.ref: (int(row.ticket_id), row.purpose) for row in rows}
     for ref in reversed(refs):
         if ref[:500] in by_ref:
-            return int(by_ref[ref[:500]])
+            return by_ref[ref[:500]]
     return None
 
 

@@ -147,7 +147,8 @@ async def test_agent_workflow_over_http(server: Server, http) -> None:
         await http.get(f"{server.base_url}/api/v1/outbox", headers=auth(supervisor))
     ).json()
     keys = sorted(r["idempotency_key"].split(":")[0] for r in outbox["rows"])
-    assert keys == ["ack", "ack", "reply"]  # the note never reaches the outbox
+    # acknowledgements, "Alice has your ticket", the reply, the rating question; never the note
+    assert keys == ["ack", "ack", "claimed", "csat", "reply"]
     assert {r["status"] for r in outbox["rows"]} == {"queued"}  # no email adapter configured
 
 

@@ -1,0 +1,16 @@
+"""Remember that something happened, once: repeated clicks and retried webhooks do nothing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection
+
+from core.persistence.records import insert_ignoring_duplicates, receipts
+
+
+def first_time(conn: Connection, scope: str, key: str, now: datetime) -> bool:
+    """True the first time (scope, key) is seen; False ever after (same transaction rules)."""
+    return insert_ignoring_duplicates(
+        conn, receipts, {"channel": scope[:20], "external_id": key[:500], "created_at": now}
+    )
