@@ -41,8 +41,9 @@ def _ticket(conn: Connection, number: int) -> Any:
     return row
 
 
-def answer(conn: Connection, ctx: UnitContext, number: int, kind: str, score: int,
-           valid_days: int) -> SurveyOutcome:
+def answer(
+    conn: Connection, ctx: UnitContext, number: int, kind: str, score: int, valid_days: int
+) -> SurveyOutcome:
     if kind not in SCALES:
         raise InvalidInput(f"unknown survey {kind!r} (csat or nps)", "kind")
     if score not in SCALES[kind]:
@@ -51,10 +52,17 @@ def answer(conn: Connection, ctx: UnitContext, number: int, kind: str, score: in
     ticket = _ticket(conn, number)
     if ticket.resolved_at is None or ctx.now - ticket.resolved_at > timedelta(days=valid_days):
         return SurveyOutcome.EXPIRED
-    written = insert_ignoring_duplicates(conn, responses, {
-        "ticket_id": ticket.id, "kind": kind, "score": score, "comment": "",
-        "created_at": ctx.now,
-    })
+    written = insert_ignoring_duplicates(
+        conn,
+        responses,
+        {
+            "ticket_id": ticket.id,
+            "kind": kind,
+            "score": score,
+            "comment": "",
+            "created_at": ctx.now,
+        },
+    )
     if not written:
         return SurveyOutcome.ALREADY_ANSWERED
     record(conn, ticket.id, at=ctx.now, actor="customer", kind="rated", survey=kind, score=score)
@@ -62,16 +70,18 @@ def answer(conn: Connection, ctx: UnitContext, number: int, kind: str, score: in
     return SurveyOutcome.RECORDED
 
 
-def comment(conn: Connection, ctx: UnitContext, ticket_id: int, text: str,
-            kind: str = "csat") -> bool:
+def comment(
+    conn: Connection, ctx: UnitContext, ticket_id: int, text: str, kind: str = "csat"
+) -> bool:
     """Attach the customer's free-text comment to their rating (once); False if none to add to."""
     text = text.strip()[:MAX_COMMENT]
     if not text:
         return False
     done = conn.execute(
         update(responses)
-        .where(responses.c.ticket_id == ticket_id, responses.c.kind == kind,
-               responses.c.comment == "")
+        .where(
+            responses.c.ticket_id == ticket_id, responses.c.kind == kind, responses.c.comment == ""
+        )
         .values(comment=text)
     ).rowcount
     if done:
@@ -80,6 +90,8 @@ def comment(conn: Connection, ctx: UnitContext, ticket_id: int, text: str,
 
 
 def responses_for(conn: Connection, ticket_id: int) -> list[Any]:
-    return list(conn.execute(
-        select(responses).where(responses.c.ticket_id == ticket_id).order_by(responses.c.id)
-    ).all())
+    return list(
+        conn.execute(
+            select(responses).where(responses.c.ticket_id == ticket_id).order_by(responses.c.id)
+        ).all()
+    )

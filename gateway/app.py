@@ -9,12 +9,12 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
-from adapters.slack import SlackAdapter
-from adapters.telegram import TelegramAdapter
 from aiohttp import web
 
 from adapters.email import EmailSender, SmtpServer
 from adapters.imap import pollers_from_settings
+from adapters.slack import SlackAdapter
+from adapters.telegram import TelegramAdapter
 from bots.agents import AgentBot
 from bots.customer import CustomerBot
 from bots.interactions import Interactions
@@ -42,6 +42,7 @@ from gateway.state import (
     HUB,
     INBOUND,
     INTAKE_LIMITER,
+    KB,
     METRICS,
     SETTINGS,
     TEMPLATES,
@@ -130,7 +131,7 @@ def create_app(
     app[INTAKE_LIMITER] = RateLimiter(settings.intake.rate_limit_per_minute)
     app[METRICS] = metrics
     chats = chat_adapters(settings, env)
-    kb = KbCache()
+    kb = app[KB] = KbCache()
 
     async def core_context(app: web.Application) -> AsyncIterator[None]:
         db = open_database(

@@ -47,3 +47,4 @@ class ChatAdapter(Protocol):
 
 
 HUB = web.AppKey("hub", Intake)
+KB = web.AppKey("kb", object)  # gateway.hub.KbCache (kept loose: hub imports this module)

@@ -20,9 +20,14 @@ from tests.fakes.smtp_sink import SmtpSink
 SUPPORT = "support@example.com"
 
 
-def mail(subject: str = "Printer jammed", body: str = "Paper stuck in tray 2.", *,
-         sender: str = "Ann Lee <ann@example.org>", to: str = SUPPORT,
-         **headers: str) -> EmailMessage:
+def mail(
+    subject: str = "Printer jammed",
+    body: str = "Paper stuck in tray 2.",
+    *,
+    sender: str = "Ann Lee <ann@example.org>",
+    to: str = SUPPORT,
+    **headers: str,
+) -> EmailMessage:
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, to, subject
     msg["Message-ID"] = headers.pop("message_id", make_msgid(domain="example.org"))
@@ -32,8 +37,9 @@ def mail(subject: str = "Printer jammed", body: str = "Paper stuck in tray 2.", 
     return msg
 
 
-def send(port: int, raw: bytes | EmailMessage, *, to: str = SUPPORT,
-         sender: str = "ann@example.org") -> tuple[int, bytes]:
+def send(
+    port: int, raw: bytes | EmailMessage, *, to: str = SUPPORT, sender: str = "ann@example.org"
+) -> tuple[int, bytes]:
     """One SMTP transaction; returns the server's reply to DATA (or the refusal)."""
     # SMTP lines end in CRLF (smtplib sends bytes as they are)
     data = raw.as_bytes(policy=email.policy.SMTP) if isinstance(raw, EmailMessage) else raw
@@ -54,13 +60,15 @@ async def smtp_send(server: Server, raw: bytes | EmailMessage, **kw: Any) -> tup
 async def rows(server: Server, model: Any, *where: Any) -> list[Any]:
     table = table_of(model)
     return await server.helpdesk.db.read(
-        lambda c: c.execute(select(table).where(*where).order_by(table.c.id)).all())
+        lambda c: c.execute(select(table).where(*where).order_by(table.c.id)).all()
+    )
 
 
 async def count(server: Server, model: Any) -> int:
     table = table_of(model)
     return await server.helpdesk.db.read(
-        lambda c: c.execute(select(func.count()).select_from(table)).scalar_one())
+        lambda c: c.execute(select(func.count()).select_from(table)).scalar_one()
+    )
 
 
 @pytest.fixture
@@ -69,8 +77,9 @@ async def sink() -> Any:
         yield relay
 
 
-async def mail_server(server_factory: ServerFactory, sink: SmtpSink | None = None,
-                      **tables: Any) -> Server:
+async def mail_server(
+    server_factory: ServerFactory, sink: SmtpSink | None = None, **tables: Any
+) -> Server:
     relay = {"host": "127.0.0.1", "port": sink.port, "starttls": False} if sink else {}
     return await server_factory(email={"relay": relay}, **tables)
 
@@ -81,7 +90,7 @@ async def test_mail_opens_a_ticket_and_smtp_answers_after_commit(server_factory,
     assert code == 250 and b"ticket #1" in reply
     [ticket] = await rows(server, Ticket)
     assert (ticket.channel, ticket.subject, ticket.status) == ("email", "Printer jammed", "new")
-    [ack] = (await sink.wait_for(1))
+    [ack] = await sink.wait_for(1)
     message = ack.message
     assert message["To"] == "ann@example.org"
     assert message["Subject"].startswith("[#1] ")
@@ -107,8 +116,9 @@ async def test_oversized_mail_gets_552(server_factory) -> None:
 
 
 async def test_inbox_address_routes_to_its_team(server_factory) -> None:
-    server = await server_factory(inboxes=[{"name": "billing", "address": "billing@example.com",
-                                            "team": "billing"}])
+    server = await server_factory(
+        inboxes=[{"name": "billing", "address": "billing@example.com", "team": "billing"}]
+    )
     code, _ = await smtp_send(server, mail(to="billing@example.com"), to="billing@example.com")
     assert code == 250
     [ticket] = await rows(server, Ticket)
@@ -122,8 +132,13 @@ async def test_reply_threads_and_agent_answer_carries_the_headers(server_factory
     [ack] = await sink.wait_for(1)
     ack_id = ack.message["Message-ID"]
     # the customer answers our acknowledgement
-    answer = mail("Re: [#1] Printer jammed", "It also beeps.", message_id="<q2@example.org>",
-                  In_Reply_To=ack_id, References=f"<q1@example.org> {ack_id}")
+    answer = mail(
+        "Re: [#1] Printer jammed",
+        "It also beeps.",
+        message_id="<q2@example.org>",
+        In_Reply_To=ack_id,
+        References=f"<q1@example.org> {ack_id}",
+    )
     code, _ = await smtp_send(server, answer)
     assert code == 250
     assert await count(server, Ticket) == 1
@@ -132,9 +147,11 @@ async def test_reply_threads_and_agent_answer_carries_the_headers(server_factory
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
-        response = await http.post(f"{server.base_url}/api/v1/tickets/1/replies",
-                                   json={"text": "Open tray 2 and pull gently."},
-                                   headers={"Authorization": f"Bearer {token}"})
+        response = await http.post(
+            f"{server.base_url}/api/v1/tickets/1/replies",
+            json={"text": "Open tray 2 and pull gently."},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert response.status == 201
     received = await sink.wait_for(2)
     reply = received[1].message
@@ -165,8 +182,12 @@ async def test_out_of_office_is_filed_but_never_answered(server_factory, sink) -
     server = await mail_server(server_factory, sink)
     await smtp_send(server, mail(message_id="<q1@example.org>"))
     [ack] = await sink.wait_for(1)
-    ooo = mail("Automatic reply: [#1] Printer jammed", "I am out of office until Monday.",
-               Auto_Submitted="auto-replied", In_Reply_To=ack.message["Message-ID"])
+    ooo = mail(
+        "Automatic reply: [#1] Printer jammed",
+        "I am out of office until Monday.",
+        Auto_Submitted="auto-replied",
+        In_Reply_To=ack.message["Message-ID"],
+    )
     code, _ = await smtp_send(server, ooo)
     assert code == 250
     assert await count(server, Ticket) == 1
@@ -222,11 +243,18 @@ async def test_mail_without_a_sender_is_quarantined_not_lost(server_factory) -> 
 async def test_relay_down_then_back_delivers_exactly_once(server_factory) -> None:
     async with SmtpSink() as sink:
         port = sink.port
-    server = await server_factory(email={"relay": {"host": "127.0.0.1", "port": port,
-                                                   "starttls": False}})
-    await server.helpdesk.ingest(InboundMessage(
-        Channel.WEB, "f1", Sender("ann@example.org", "Ann", "ann@example.org"), "Help",
-        server.helpdesk.clock()))
+    server = await server_factory(
+        email={"relay": {"host": "127.0.0.1", "port": port, "starttls": False}}
+    )
+    await server.helpdesk.ingest(
+        InboundMessage(
+            Channel.WEB,
+            "f1",
+            Sender("ann@example.org", "Ann", "ann@example.org"),
+            "Help",
+            server.helpdesk.clock(),
+        )
+    )
     await server.deliver_outbox()  # the relay is down
     [row] = await rows(server, OutboxRow)
     assert row.status == "queued" and row.attempts >= 1 and "relay" in row.last_error
@@ -258,8 +286,9 @@ async def test_relay_rejection_is_final(server_factory, sink) -> None:
     assert sink.received == []
 
 
-async def test_database_outage_answers_451_and_the_retry_succeeds(server_factory, pg_url: str
-                                                                  ) -> None:
+async def test_database_outage_answers_451_and_the_retry_succeeds(
+    server_factory, pg_url: str
+) -> None:
     import asyncpg
 
     server = await server_factory(pg_url)
@@ -268,7 +297,8 @@ async def test_database_outage_answers_451_and_the_retry_succeeds(server_factory
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
         code, _ = await smtp_send(server, mail(message_id="<outage@example.org>"))
         assert code == 451
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
@@ -280,17 +310,36 @@ async def test_database_outage_answers_451_and_the_retry_succeeds(server_factory
     assert await count(server, Ticket) == 1
 
 
-async def test_starttls_is_offered_when_a_certificate_is_configured(server_factory,
-                                                                    tmp_path) -> None:
+async def test_starttls_is_offered_when_a_certificate_is_configured(
+    server_factory, tmp_path
+) -> None:
     import ssl
     import subprocess
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    server = await server_factory(email={"smtp_server": {"tls_cert": str(cert),
-                                                         "tls_key": str(key)}})
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = await server_factory(
+        email={"smtp_server": {"tls_cert": str(cert), "tls_key": str(key)}}
+    )
 
     def send_over_tls() -> tuple[int, bytes]:
         context = ssl.create_default_context(cafile=str(cert))
@@ -330,7 +379,8 @@ async def test_quarantine_is_listed_and_reprocessed_by_admins(server_factory) ->
 
         # a mail that failed for a reason since fixed goes through on re-processing
         fixed_id = await server.helpdesk.quarantine(
-            "email", "database was read-only", mail().as_bytes(policy=email.policy.SMTP))
+            "email", "database was read-only", mail().as_bytes(policy=email.policy.SMTP)
+        )
         done = await http.post(f"{base}/{fixed_id}/reprocess", headers=auth)
         assert done.status == 200 and (await done.json())["ticket"]["number"] == 1
         again = await http.post(f"{base}/{fixed_id}/reprocess", headers=auth)
@@ -347,10 +397,18 @@ def test_parse_email_cli_prints_the_normalized_json(tmp_path) -> None:
     import sys
 
     path = tmp_path / "m.eml"
-    path.write_bytes(mail("[#12] Re: Printer", "Fixed?\n\n> old text", message_id="<m@x>",
-                          In_Reply_To="<prev@x>").as_bytes())
-    out = subprocess.run([sys.executable, "-m", "gateway.cli", "parse-email", str(path)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    path.write_bytes(
+        mail(
+            "[#12] Re: Printer", "Fixed?\n\n> old text", message_id="<m@x>", In_Reply_To="<prev@x>"
+        ).as_bytes()
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "parse-email", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     result = json.loads(out)
     assert result["from_email"] == "ann@example.org" and result["from_name"] == "Ann Lee"
     assert result["reply_text"] == "Fixed?" and "old text" in result["text"]
@@ -361,11 +419,15 @@ def test_parse_email_cli_prints_the_normalized_json(tmp_path) -> None:
 
 async def test_automatic_replies_to_one_address_are_rate_limited(server_factory, sink) -> None:
     """Another robot writing new mails in a loop gets at most N acknowledgements an hour."""
-    server = await mail_server(server_factory, sink,
-                               outbox={"max_automatic_per_address_per_hour": 3})
+    server = await mail_server(
+        server_factory, sink, outbox={"max_automatic_per_address_per_hour": 3}
+    )
     for i in range(6):
-        code, _ = await smtp_send(server, mail(f"Ticket request {i}", sender="robot@example.net"),
-                                  sender="robot@example.net")
+        code, _ = await smtp_send(
+            server,
+            mail(f"Ticket request {i}", sender="robot@example.net"),
+            sender="robot@example.net",
+        )
         assert code == 250
     assert await count(server, Ticket) == 6  # every mail is kept as a ticket
     await sink.wait_for(3)

@@ -46,8 +46,9 @@ async def telegram() -> AsyncIterator[FakeTelegram]:
 
 
 @pytest.fixture
-async def service(server_factory: ServerFactory, slack: FakeSlack, telegram: FakeTelegram
-                  ) -> Server:
+async def service(
+    server_factory: ServerFactory, slack: FakeSlack, telegram: FakeTelegram
+) -> Server:
     env = {
         "HELPLINE_SLACK_BOT_TOKEN": slack.token,
         "HELPLINE_SLACK_SIGNING_SECRET": SECRET,
@@ -62,9 +63,16 @@ async def service(server_factory: ServerFactory, slack: FakeSlack, telegram: Fak
     )
     now = utc_now()
     for name, user in [("Alice", ALICE), ("Bob", BOB)]:
-        await server.helpdesk.db.write(lambda c, n=name, u=user: accounts.add_agent(
-            c, name=n, email=f"{n.lower()}@support.test", role=accounts.Role.AGENT, now=now,
-            slack_user_id=u))
+        await server.helpdesk.db.write(
+            lambda c, n=name, u=user: accounts.add_agent(
+                c,
+                name=n,
+                email=f"{n.lower()}@support.test",
+                role=accounts.Role.AGENT,
+                now=now,
+                slack_user_id=u,
+            )
+        )
     return server
 
 
@@ -82,36 +90,67 @@ async def until(check: Any, timeout: float = 10.0) -> Any:
 
 
 async def post_slack(server: Server, body: bytes, headers: dict[str, str]) -> int:
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{server.base_url}/slack/events", data=body, headers=headers) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{server.base_url}/slack/events", data=body, headers=headers) as response,
+    ):
         return response.status
 
 
 def click(user: str, message_ts: str, action_id: str, value: str, n: int) -> dict[str, Any]:
     return {
         "type": "block_actions",
-        "user": {"id": user, "username": user.lower(), "name": user.lower(),
-                 "team_id": "T0HELPLINE"},
-        "api_app_id": "A0HELPLINE", "token": "legacy", "trigger_id": f"trigger-{n}",
+        "user": {
+            "id": user,
+            "username": user.lower(),
+            "name": user.lower(),
+            "team_id": "T0HELPLINE",
+        },
+        "api_app_id": "A0HELPLINE",
+        "token": "legacy",
+        "trigger_id": f"trigger-{n}",
         "team": {"id": "T0HELPLINE", "domain": "acme"},
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": TEAM,
-                      "is_ephemeral": False},
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": TEAM,
+            "is_ephemeral": False,
+        },
         "channel": {"id": TEAM, "name": "support-team"},
         "message": {"type": "message", "ts": message_ts, "text": "card", "user": "U0HELPBOT"},
-        "actions": [{"action_id": action_id, "block_id": "card", "value": value,
-                     "type": "button", "action_ts": f"1700000{n}.000100",
-                     "text": {"type": "plain_text", "text": action_id}}],
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "card",
+                "value": value,
+                "type": "button",
+                "action_ts": f"1700000{n}.000100",
+                "text": {"type": "plain_text", "text": action_id},
+            }
+        ],
     }
 
 
 def thread_reply(user: str, card_ts: str, text: str, n: int) -> dict[str, Any]:
     ts = f"1700001{n:03d}.000200"
     return {
-        "token": "legacy", "team_id": "T0HELPLINE", "api_app_id": "A0HELPLINE",
-        "type": "event_callback", "event_id": f"EvReply{n}", "event_time": 1700001000,
+        "token": "legacy",
+        "team_id": "T0HELPLINE",
+        "api_app_id": "A0HELPLINE",
+        "type": "event_callback",
+        "event_id": f"EvReply{n}",
+        "event_time": 1700001000,
         "authorizations": [{"team_id": "T0HELPLINE", "user_id": "U0HELPBOT", "is_bot": True}],
-        "event": {"type": "message", "user": user, "text": text, "ts": ts, "event_ts": ts,
-                  "thread_ts": card_ts, "channel": TEAM, "channel_type": "channel"},
+        "event": {
+            "type": "message",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "event_ts": ts,
+            "thread_ts": card_ts,
+            "channel": TEAM,
+            "channel_type": "channel",
+        },
     }
 
 
@@ -120,8 +159,9 @@ async def rows(server: Server, model: Any) -> list[Any]:
     return await server.helpdesk.db.read(lambda c: c.execute(select(t).order_by(t.c.id)).all())
 
 
-async def test_telegram_customer_to_slack_team_and_back(service: Server, slack: FakeSlack,
-                                                      telegram: FakeTelegram) -> None:
+async def test_telegram_customer_to_slack_team_and_back(
+    service: Server, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
     # 1. the customer writes to the bot in Telegram
     update = telegram.push_message("The app crashes when I open settings", chat_id=CHAT)
     telegram.updates.clear()
@@ -138,12 +178,18 @@ async def test_telegram_customer_to_slack_team_and_back(service: Server, slack: 
     assert "claim" in str(card_post[0].get("blocks"))
 
     # 3. two agents click Claim at once: exactly one wins
-    statuses = await asyncio.gather(*(
-        post_slack(service, *signed_interaction(SECRET, click(user, card_ts, "claim", "1", n)))
-        for n, user in enumerate([ALICE, BOB])))
+    statuses = await asyncio.gather(
+        *(
+            post_slack(service, *signed_interaction(SECRET, click(user, card_ts, "claim", "1", n)))
+            for n, user in enumerate([ALICE, BOB])
+        )
+    )
     assert statuses == [200, 200]
-    ephemerals = await until(lambda: len(slack.calls_to("chat.postEphemeral")) >= 2 and
-                             slack.calls_to("chat.postEphemeral"))
+    ephemerals = await until(
+        lambda: (
+            len(slack.calls_to("chat.postEphemeral")) >= 2 and slack.calls_to("chat.postEphemeral")
+        )
+    )
     texts = sorted(call.params["text"] for call in ephemerals)
     assert any("already claimed by" in t for t in texts)
     assert any(t.startswith("You claimed") for t in texts)
@@ -158,12 +204,20 @@ async def test_telegram_customer_to_slack_team_and_back(service: Server, slack: 
     await until(lambda: any("is now handling" in m["text"] for m in telegram.sent_to(CHAT)))
 
     # 5. the agent answers in the card's thread; the customer gets it in Telegram
-    owner = ALICE if any(t.startswith("You claimed") and c.params["user"] == ALICE
-                         for c in ephemerals for t in [c.params["text"]]) else BOB
+    owner = (
+        ALICE
+        if any(
+            t.startswith("You claimed") and c.params["user"] == ALICE
+            for c in ephemerals
+            for t in [c.params["text"]]
+        )
+        else BOB
+    )
     body, headers = signed_json(SECRET, thread_reply(owner, card_ts, "Please update to 4.2", 1))
     assert await post_slack(service, body, headers) == 200
-    await until(lambda: any(m["text"].startswith("Please update to 4.2")
-                            for m in telegram.sent_to(CHAT)))
+    await until(
+        lambda: any(m["text"].startswith("Please update to 4.2") for m in telegram.sent_to(CHAT))
+    )
     # a "note:" stays internal
     body, headers = signed_json(SECRET, thread_reply(owner, card_ts, "note: VIP customer", 2))
     assert await post_slack(service, body, headers) == 200
@@ -173,18 +227,19 @@ async def test_telegram_customer_to_slack_team_and_back(service: Server, slack: 
     # 6. resolve from the card: the customer gets the CSAT buttons
     resolve = click(owner, card_ts, "resolve", "1", 7)
     assert await post_slack(service, *signed_interaction(SECRET, resolve)) == 200
-    survey = await until(lambda: [m for m in telegram.sent_to(CHAT)
-                                  if "satisfied" in m.get("text", "")])
+    survey = await until(
+        lambda: [m for m in telegram.sent_to(CHAT) if "satisfied" in m.get("text", "")]
+    )
     keyboard = survey[0]["reply_markup"]["inline_keyboard"]
     five = next(b for row in keyboard for b in row if b["text"] == "5")
 
     # 7. the customer taps 5 (twice): one rating stored, a polite answer the second time
     for _ in range(2):
-        tap = telegram.push_callback_query(five["callback_data"], chat_id=CHAT,
-                                           message_id=survey[0]["message_id"])
+        tap = telegram.push_callback_query(
+            five["callback_data"], chat_id=CHAT, message_id=survey[0]["message_id"]
+        )
         assert await telegram.deliver_webhook(tap) == 200
-    answers = await until(lambda: len(telegram.callback_answers) >= 2 and
-                          telegram.callback_answers)
+    answers = await until(lambda: len(telegram.callback_answers) >= 2 and telegram.callback_answers)
     assert "Thank you" in answers[0].get("text", "")
     assert "already rated" in answers[1].get("text", "")
     [rating] = await rows(service, SurveyResponse)
@@ -195,8 +250,9 @@ async def test_telegram_customer_to_slack_team_and_back(service: Server, slack: 
     assert telegram.duplicate_sends() == {}
 
 
-async def test_escalate_pings_the_supervisors(service: Server, slack: FakeSlack,
-                                             telegram: FakeTelegram) -> None:
+async def test_escalate_pings_the_supervisors(
+    service: Server, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
     update = telegram.push_message("I want a refund now", chat_id=CHAT)
     assert await telegram.deliver_webhook(update) == 200
     card = await until(lambda: slack.posts(channel=TEAM))
@@ -208,8 +264,9 @@ async def test_escalate_pings_the_supervisors(service: Server, slack: FakeSlack,
     assert "escalated" in events
 
 
-async def test_slash_commands_list_the_queue_and_mine(service: Server, slack: FakeSlack,
-                                                     telegram: FakeTelegram) -> None:
+async def test_slash_commands_list_the_queue_and_mine(
+    service: Server, slack: FakeSlack, telegram: FakeTelegram
+) -> None:
     from tests.fakes.signing import signed_form
 
     for n in range(2):
@@ -217,13 +274,27 @@ async def test_slash_commands_list_the_queue_and_mine(service: Server, slack: Fa
         assert await telegram.deliver_webhook(update) == 200
 
     async def command(text: str, n: int) -> str:
-        body, headers = signed_form(SECRET, {
-            "command": "/helpline", "text": text, "user_id": ALICE, "user_name": "alice",
-            "channel_id": TEAM, "team_id": "T0HELPLINE", "trigger_id": f"cmd-{n}",
-            "token": "legacy", "response_url": ""})
+        body, headers = signed_form(
+            SECRET,
+            {
+                "command": "/helpline",
+                "text": text,
+                "user_id": ALICE,
+                "user_name": "alice",
+                "channel_id": TEAM,
+                "team_id": "T0HELPLINE",
+                "trigger_id": f"cmd-{n}",
+                "token": "legacy",
+                "response_url": "",
+            },
+        )
         assert await post_slack(service, body, headers) == 200
-        calls = await until(lambda: len(slack.calls_to("chat.postEphemeral")) > n and
-                            slack.calls_to("chat.postEphemeral"))
+        calls = await until(
+            lambda: (
+                len(slack.calls_to("chat.postEphemeral")) > n
+                and slack.calls_to("chat.postEphemeral")
+            )
+        )
         return str(calls[n].params["text"])
 
     assert "#1" in await command("queue", 0) and "#2" in (await command("queue", 1))
