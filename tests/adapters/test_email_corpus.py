@@ -27,6 +27,8 @@ from adapters.email_quote import extract_reply, split_quote, split_signature
 from core.messages import InboundMessage
 
 REPO = Path(__file__).resolve().parents[2]
+# CPU seconds of this thread: a shared, busy machine must not turn wall-clock noise into a
+# failure, while a parser that really takes a second (backtracking, recursion) still fails
 MAX_SECONDS = 1.0
 
 
@@ -98,13 +100,13 @@ def test_every_mail_parses_within_a_second(corpus: Path) -> None:
     count = 0
     for path in _raw_mails(corpus):
         count += 1
-        started = time.perf_counter()
+        started = time.thread_time()
         try:
             message = _parsed(path)
         except Exception as error:  # the point of the test: record, don't stop at the first
             crashes.append(f"{path.relative_to(corpus)}: {type(error).__name__}: {error}")
             continue
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         if elapsed > MAX_SECONDS:
             slow.append(f"{path.relative_to(corpus)}: {elapsed:.2f}s")
         assert message.external_id
@@ -128,10 +130,10 @@ def test_every_body_fragment_splits_within_a_second(corpus: Path) -> None:
         text = path.read_bytes().decode("utf-8", "replace")
         if path.suffix == ".html":
             text = html_to_text(text)
-        started = time.perf_counter()
+        started = time.thread_time()
         reply, _quoted = split_quote(text)
         split_signature(reply, "")
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         count += 1
         if elapsed > MAX_SECONDS:
             slow.append(f"{path.relative_to(corpus)}: {elapsed:.2f}s")
@@ -373,9 +375,9 @@ def test_email_reply_parser_cases(corpus: Path) -> None:
     misses: list[str] = []
     for case in cases:
         text = (base / case["file"]).read_bytes().decode("utf-8", "replace")
-        started = time.perf_counter()
+        started = time.thread_time()
         reply = extract_reply(text)
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         assert elapsed < case.get("max_seconds", MAX_SECONDS), case["file"]
         if not any(key.startswith("reply_") for key in case):
             continue  # fragment-model or timing-only cases
