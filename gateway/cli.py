@@ -41,6 +41,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=settings.service.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.service.log_level != "debug":
+        # aiosmtpd logs every SMTP command at INFO: a line per command is noise, not news
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
     port = args.port if args.port is not None else settings.service.port
     host = args.host or settings.service.host
     app = create_app(settings)
