@@ -239,3 +239,51 @@ async def test_a_reply_to_the_thank_you_is_the_rating_comment(
     assert rating.comment == "Great service, thanks!"
     [ticket] = await rows(server, Ticket)
     assert ticket.status == "resolved"  # a comment does not reopen the ticket
+
+
+async def test_nps_follows_the_rating_when_enabled(
+    server_factory: ServerFactory, telegram: FakeTelegram
+) -> None:
+    server = await server_factory(
+        env={
+            "HELPLINE_TELEGRAM_TOKEN": telegram.token,
+            "HELPLINE_TELEGRAM_WEBHOOK_SECRET": "s3cret",
+        },
+        telegram={"enabled": True, "api_url": telegram.origin},
+        bots={"nps": True},
+    )
+    assert await telegram.deliver_webhook(telegram.push_message("Hi", chat_id=CHAT)) == 200
+    token, _ = await server.token("agent")
+    async with aiohttp.ClientSession() as http:
+        await http.patch(
+            f"{server.base_url}/api/v1/tickets/1",
+            json={"status": "resolved"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def keyboard_with(text: str) -> list[dict[str, Any]]:
+        return [m for m in telegram.sent_to(CHAT) if text in m.get("text", "")]
+
+    csat = await until(lambda: keyboard_with("satisfied"))
+    four = next(
+        b for row in csat[0]["reply_markup"]["inline_keyboard"] for b in row if b["text"] == "4"
+    )
+    await telegram.deliver_webhook(
+        telegram.push_callback_query(
+            four["callback_data"], chat_id=CHAT, message_id=csat[0]["message_id"]
+        )
+    )
+    nps = await until(lambda: keyboard_with("recommend"))
+    labels = [b["text"] for row in nps[0]["reply_markup"]["inline_keyboard"] for b in row]
+    assert labels == [str(n) for n in range(11)]
+    nine = next(
+        b for row in nps[0]["reply_markup"]["inline_keyboard"] for b in row if b["text"] == "9"
+    )
+    await telegram.deliver_webhook(
+        telegram.push_callback_query(
+            nine["callback_data"], chat_id=CHAT, message_id=nps[0]["message_id"]
+        )
+    )
+    await until(lambda: len(telegram.callback_answers) >= 2)
+    ratings = {(r.kind, r.score) for r in await rows(server, SurveyResponse)}
+    assert ratings == {("csat", 4), ("nps", 9)}
