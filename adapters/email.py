@@ -49,7 +49,9 @@ _X_LOOP_LINE = re.compile(rb"(?:\A|[\r\n])x-loop[ \t]*:", re.IGNORECASE)
 
 
 def is_our_own(raw: bytes, marker: str) -> bool:
-    if not _X_LOOP_LINE.search(raw):  # the usual case: no need to parse the header block twice
+    # the usual case: no X-Loop at all. The substring test is ~20x cheaper than the regex
+    # (which tries a match at every byte) and finds a superset of it (both ASCII-only folding)
+    if b"x-loop" not in raw.lower() or not _X_LOOP_LINE.search(raw):
         return False
     headers = BytesHeaderParser().parsebytes(raw)
     loops = [str(v).strip().lower() for v in headers.get_all("X-Loop", [])]
@@ -65,6 +67,29 @@ def accepted_addresses(
         if inbox.address:
             accepted[inbox.address.lower()] = inbox.name
     return accepted
+
+
+# An SMTP path the stdlib header parser would return unchanged: <dot-atom@dot-atom>, then
+# nothing or SP and parameters without comments (a comment there is parsed, hence left to it).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(
+    rf"<({_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*)>(?:[ \t]+([^ \t(][^(]*))?\Z"
+)
+
+
+class _Smtp(SMTP):
+    """aiosmtpd's protocol, with the MAIL/RCPT address of the usual form read by one regex:
+    aiosmtpd parses it with the stdlib's header parser (~90 µs, twice per mail); anything else
+    still goes that way. tests/adapters/test_email.py checks both agree."""
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        match = _SIMPLE_PATH.match(arg)
+        if match is None:
+            return super()._getaddr(arg)
+        address = match.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, match.group(2) or ""
 
 
 class SmtpHandler:
@@ -164,7 +189,7 @@ class SmtpServer:
         tls = self._tls()
 
         def protocol() -> SMTP:
-            return SMTP(
+            return _Smtp(
                 handler,
                 data_size_limit=conf.max_message_bytes,
                 enable_SMTPUTF8=True,

@@ -12,7 +12,7 @@ from core.links import check_portal_token
 from core.persistence.models import AttachmentRow, Message, OutboxRow, TicketEvent, table_of
 from core.persistence.records import thread_refs, tickets
 from core.tickets import Priority, TicketStatus
-from core.views import UnitContext, agents, customers, identities, teams, view_from_row
+from core.views import TICKET_VIEW, UnitContext, customers, teams, view_from_row
 
 messages = table_of(Message)
 attachments = table_of(AttachmentRow)
@@ -41,22 +41,7 @@ class TicketFilter:
 
 
 def _view_query() -> Any:
-    return (
-        select(
-            tickets,
-            customers.c.name.label("customer_name"),
-            customers.c.email.label("customer_email"),
-            identities.c.channel.label("identity_channel"),
-            identities.c.address.label("identity_address"),
-            identities.c.bouncing,
-            teams.c.name.label("team_name"),
-            agents.c.name.label("assignee_name"),
-        )
-        .join(customers, customers.c.id == tickets.c.customer_id)
-        .join(identities, identities.c.id == tickets.c.reply_identity_id)
-        .outerjoin(teams, teams.c.id == tickets.c.team_id)
-        .outerjoin(agents, agents.c.id == tickets.c.assignee_id)
-    )
+    return TICKET_VIEW
 
 
 def _conditions(f: TicketFilter) -> list[ColumnElement[bool]]:

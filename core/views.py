@@ -79,6 +79,10 @@ class UnitContext:
     now: datetime
     reactions: Sequence[Reaction] = ()
     events: list[Event] = field(default_factory=list)
+    # (channel, address) of each identity this unit created -> automatic messages queued to it
+    # so far. Automatic messages only go to an identity's address, so a new one has no earlier
+    # ones: the loop-protection count needs no query (see ``_automatic_allowed``).
+    new_addresses: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def mail_domain(self) -> str:
@@ -110,8 +114,8 @@ class UnitContext:
         per_hour = self.settings.outbox.max_automatic_per_address_per_hour
         for reaction in self.reactions:
             for out in reaction(event, view):
-                if out.message.automatic and not automatic_allowed(
-                    conn, out.message.to, self.now, per_hour
+                if out.message.automatic and not self._automatic_allowed(
+                    conn, out.message.to, per_hour
                 ):
                     record(
                         conn,
@@ -124,7 +128,7 @@ class UnitContext:
                         key=out.key,
                     )
                     continue
-                enqueue(
+                written = enqueue(
                     conn,
                     out.key,
                     out.message,
@@ -132,10 +136,22 @@ class UnitContext:
                     ticket_id=event.ticket_id,
                     mail_domain=self.mail_domain,
                 )
+                if written and out.message.automatic:
+                    address = (out.message.to.channel.value, out.message.to.address)
+                    if address in self.new_addresses:
+                        self.new_addresses[address] += 1
+
+    def _automatic_allowed(self, conn: Connection, to: ThreadRef, per_hour: int) -> bool:
+        """``automatic_allowed``, counted in memory for an address created by this unit."""
+        queued = self.new_addresses.get((to.channel.value, to.address))
+        if queued is None:
+            return automatic_allowed(conn, to, self.now, per_hour)
+        return queued < per_hour
 
 
-# Built once, so SQLAlchemy reuses its cache key and compiled form (every event loads a view).
-_VIEW = (
+# A ticket with what its view shows (customer, reply identity, team, owner). Built once, so
+# SQLAlchemy reuses its cache key and compiled form (every event loads a view).
+TICKET_VIEW = (
     select(
         tickets,
         customers.c.name.label("customer_name"),
@@ -150,8 +166,8 @@ _VIEW = (
     .join(identities, identities.c.id == tickets.c.reply_identity_id)
     .outerjoin(teams, teams.c.id == tickets.c.team_id)
     .outerjoin(agents, agents.c.id == tickets.c.assignee_id)
-    .where(tickets.c.id == bindparam("ticket_id"))
 )
+_VIEW = TICKET_VIEW.where(tickets.c.id == bindparam("ticket_id"))
 
 
 def load_view(conn: Connection, ctx: UnitContext, ticket_id: int) -> TicketView:

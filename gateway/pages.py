@@ -114,17 +114,25 @@ def _attachments(form: Any, max_count: int) -> tuple[Attachment, ...]:
     )
 
 
+def _rate_limited(request: web.Request) -> web.Response | None:
+    """The 429 page when this client IP has submitted too often; None when it may go on."""
+    wait = request.app[INTAKE_LIMITER].check(client_ip(request))
+    if wait is None:
+        return None
+    return render(
+        request,
+        "error.html",
+        429,
+        title="Too many submissions",
+        detail=f"Please wait {max(1, round(wait))} seconds and try again.",
+    )
+
+
 @routes.post("/")
 async def submit_form(request: web.Request) -> web.Response:
     helpdesk = request.app[HELPDESK]
-    if (wait := request.app[INTAKE_LIMITER].check(client_ip(request))) is not None:
-        return render(
-            request,
-            "error.html",
-            429,
-            title="Too many submissions",
-            detail=f"Please wait {max(1, round(wait))} seconds and try again.",
-        )
+    if (refusal := _rate_limited(request)) is not None:
+        return refusal
     form = await _read_form(request)
     csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))
     if form.get("website"):  # the honeypot: only bots fill a field people cannot see
@@ -209,14 +217,8 @@ async def portal_page(request: web.Request) -> web.Response:
 @routes.post("/t/{number}/{token}")
 async def portal_reply(request: web.Request) -> web.Response:
     helpdesk = request.app[HELPDESK]
-    if (wait := request.app[INTAKE_LIMITER].check(client_ip(request))) is not None:
-        return render(
-            request,
-            "error.html",
-            429,
-            title="Too many submissions",
-            detail=f"Please wait {max(1, round(wait))} seconds and try again.",
-        )
+    if (refusal := _rate_limited(request)) is not None:
+        return refusal
     row, _ = await _portal_row(request)
     form = await _read_form(request)
     csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))

@@ -61,11 +61,27 @@ _NEXT_NUMBER = Prepared(
     .returning(counters.c.value)
 )
 _INSERT_HISTORY = Prepared(insert(history))
+_THREAD_REF_COLUMNS = (thread_refs.c.ref, thread_refs.c.ticket_id, thread_refs.c.purpose)
 # Not Prepared: its expanding IN (...) parameter is rendered per call by SQLAlchemy.
-_THREAD_REFS = select(thread_refs.c.ref, thread_refs.c.ticket_id, thread_refs.c.purpose).where(
+_THREAD_REFS = select(*_THREAD_REF_COLUMNS).where(
     thread_refs.c.channel == bindparam("channel"),
     thread_refs.c.ref.in_(bindparam("refs", expanding=True)),
 )
+# The usual reply names a few refs: one Prepared statement per count, with a fixed IN list.
+_PREPARED_REFS_MAX = 12
+_thread_refs_by_count: dict[int, Prepared] = {}
+
+
+def _thread_refs_query(count: int) -> Prepared:
+    stmt = _thread_refs_by_count.get(count)
+    if stmt is None:
+        stmt = _thread_refs_by_count[count] = Prepared(
+            select(*_THREAD_REF_COLUMNS).where(
+                thread_refs.c.channel == bindparam("channel"),
+                thread_refs.c.ref.in_([bindparam(f"ref{i}") for i in range(count)]),
+            )
+        )
+    return stmt
 
 
 def next_number(conn: Connection, name: str = "ticket") -> int:
@@ -118,7 +134,12 @@ def find_thread_ref(
     "survey"); the most recent ref wins."""
     if not refs:
         return None
-    rows = conn.execute(_THREAD_REFS, {"channel": channel, "refs": [r[:500] for r in refs]}).all()
+    wanted = [r[:500] for r in refs]
+    if len(wanted) <= _PREPARED_REFS_MAX:
+        params = {"channel": channel, **{f"ref{i}": ref for i, ref in enumerate(wanted)}}
+        rows = _thread_refs_query(len(wanted)).run(conn, params).all()
+    else:
+        rows = conn.execute(_THREAD_REFS, {"channel": channel, "refs": wanted}).all()
     by_ref = {row.ref: (int(row.ticket_id), row.purpose) for row in rows}
     for ref in reversed(refs):
         if ref[:500] in by_ref:

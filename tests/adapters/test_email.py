@@ -437,3 +437,46 @@ async def test_automatic_replies_to_one_address_are_rate_limited(server_factory,
 
     suppressed = await rows(server, TicketEvent, table_of(TicketEvent).c.kind == "suppressed")
     assert len(suppressed) == 3 and "loop protection" in suppressed[0].reason
+
+
+@pytest.mark.parametrize("limit", [0, 10])
+def test_smtp_address_fast_path_agrees_with_aiosmtpd(limit: int) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from adapters.email import _Smtp
+
+    class Handler:
+        pass
+
+    plain, fast = SMTP(Handler()), _Smtp(Handler())
+    plain.local_part_limit = fast.local_part_limit = limit
+    args = [
+        "<ann@example.org>",
+        "<Ann.Lee+tag@mail.example.org> SIZE=1200 BODY=8BITMIME",
+        "<ann@example.org>  SIZE=1",
+        "<ann@example.org>(comment) SIZE=1",
+        "<ann@example.org> SIZE=1 (comment)",
+        "<averyveryverylonglocalpart@example.org>",
+        "<a..b@example.org>",
+        "<.a@example.org>",
+        "<a@example.>",
+        "<a@[192.0.2.1]>",
+        '<"quoted local"@example.org>',
+        "<jörg@example.org>",
+        "<@relay.example:ann@example.org>",
+        "<>",
+        "ann@example.org",
+        " <ann@example.org>",
+    ]
+    for arg in args:
+        assert fast._getaddr(arg) == plain._getaddr(arg), arg
+
+
+def test_is_our_own_finds_x_loop_in_any_case() -> None:
+    from adapters.email import is_our_own
+
+    marker = "helpline@example.com"
+    assert is_our_own(b"X-LOOP: Helpline@Example.com\r\nSubject: x\r\n\r\nhi", marker)
+    assert is_our_own(b"Subject: x\nx-Loop:helpline@example.com\n\nhi", marker)
+    assert not is_our_own(b"Subject: x\r\n\r\nno loop header here", marker)
+    assert not is_our_own(b"X-Loop: someone@else.example\r\n\r\nhi", marker)

@@ -235,3 +235,39 @@ async def test_bounce_marks_the_address_and_sends_nothing(helpdesk: Helpdesk) ->
     )
     assert identity.bouncing
     assert await count(helpdesk, OutboxRow) == 1  # still only the first acknowledgement
+
+
+async def test_receipt_points_at_the_ticket_and_message(helpdesk: Helpdesk) -> None:
+    result = await helpdesk.ingest(inbound("<r1@mail>"))
+    table = InboundReceipt.__table__
+    row = await helpdesk.db.read(
+        lambda c: c.execute(select(table).where(table.c.external_id == "<r1@mail>")).one()
+    )
+    assert (row.ticket_id, row.message_id) == (result.ticket_id, result.message_id)
+
+
+async def test_loop_protection_counts_a_new_address_within_the_unit(helpdesk: Helpdesk) -> None:
+    """A new customer's address has no earlier automatic mail, so the hourly limit is counted in
+    memory: the messages queued in the same unit still count."""
+    from dataclasses import replace
+
+    from core.events import TicketOpened
+    from core.messages import OutboundMessage
+    from core.views import Outgoing
+
+    def chatty(event: Any, view: Any) -> list[Outgoing]:
+        if not isinstance(event, TicketOpened):
+            return []
+        return [
+            Outgoing(f"auto:{view.id}:{i}", OutboundMessage(view.reply_to, f"#{i}", automatic=True))
+            for i in range(3)
+        ]
+
+    helpdesk.settings = replace(
+        helpdesk.settings,
+        outbox=replace(helpdesk.settings.outbox, max_automatic_per_address_per_hour=2),
+    )
+    helpdesk.reactions = [chatty]
+    await helpdesk.ingest(inbound("<c1@mail>", address="new@example.org", email=None))
+    assert await count(helpdesk, OutboxRow) == 2
+    assert await count(helpdesk, TicketEvent, TicketEvent.__table__.c.kind == "suppressed") == 1
