@@ -1,0 +1,1030 @@
+"""Routing rules: ordered (conditions -> actions), evaluated purely and deterministically.
+
+A rule file is TOML::
+
+    [[rules]]
+    name = "vip-eu"
+    stop = true                       # default: the first matching rule ends evaluation
+    [rules.when]                      # every key must hold; a list inside a key is any-of
+    channel = ["email", "slack"]
+    customer = { tier = "vip", region = ["eu", "uk"] }
+    [rules.then]
+    team = "vip"
+    assign = "least_loaded"
+
+Everything costly is done once when a rule is built (regexes compiled, keywords folded and
+classified, zones looked up) and once per ticket (text folded and split into words, lazily, only
+when a rule gets as far as a text condition). Conditions run cheapest first. The explanation of
+why a rule fired is only worked out for rules that fired, for the ticket's history.
+"""
+
+from __future__ import annotations
+
+import re
+import re._constants as _sre  # the literal prefilter reads parsed patterns
+import re._parser as _sre_parser
+import tomllib
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sized
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import attrgetter
+from pathlib import Path
+from string import Template
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+from core.assign import DAYS, STRATEGIES, WorkingHours, parse_days, parse_hours, zone
+from core.errors import ConfigError
+from core.tickets import Priority
+
+# Routing looks at this much of a body: a pasted log must not make every ticket slow to route
+# (the intake cap is 100,000 characters; what decides routing is near the top).
+MAX_SCAN_CHARS = 20_000
+PLACEHOLDERS = frozenset({"number", "name", "subject"})
+NOTIFY_KINDS = ("slack", "telegram", "email")
+
+# Scripts written without spaces between words: a keyword in them matches as a substring.
+_CJK = (
+    "\u1100-\u11ff\u3040-\u309f\u30a0-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7af\uf900-\ufaff"
+)
+# A word is a run of word characters of the other scripts, so "iPhone退款" holds "iphone".
+_WORD = re.compile(rf"[^\W{_CJK}]+")
+_CJK_RUN = re.compile(rf"[{_CJK}]+")
+_NOT_AFTER_WORD = rf"(?<![^\W{_CJK}])"
+_NOT_BEFORE_WORD = rf"(?![^\W{_CJK}])"
+
+
+def fold(text: str) -> str:
+    """Case- and width-insensitive form (NFKC, casefold): "ＲＥＦＵＮＤ" == "refund"."""
+    if text.isascii():
+        return text.lower()  # the same result, without the normalizer
+    return unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+
+
+# ASCII non-word characters -> space: for ASCII text, splitting this is _WORD.findall, faster
+_ASCII_SPACES = bytes(c if c > 127 or chr(c).isalnum() or c == ord("_") else 32 for c in range(256))
+
+
+HAS_CJK = "\x00cjk"  # in the words of a text with CJK characters: CJK keywords are possible
+
+
+def words_of(folded: str) -> frozenset[str]:
+    """The words of folded text (runs of non-CJK word characters; CJK is matched by substring,
+    and ``HAS_CJK`` says there is some)."""
+    # Blank out ASCII punctuation at C speed (UTF-8 bytes of other characters are >= 0x80 and
+    # pass through), split; only tokens with other characters need the regex.
+    raw = folded.encode("utf-8", "surrogatepass").translate(_ASCII_SPACES)
+    tokens = raw.decode("utf-8", "surrogatepass").split()
+    if folded.isascii():
+        return frozenset(tokens)
+    words: set[str] = set()
+    for token in tokens:
+        if token.isascii():
+            words.add(token)
+        else:
+            words.update(_WORD.findall(token))
+    if _CJK_RUN.search(folded):
+        words.add(HAS_CJK)
+    return frozenset(words)
+
+
+class RuleError(ValueError):
+    """A bad rule; ``field`` is the rule's key ("when.regex", "then.team") when there is one."""
+
+    def __init__(self, field: str | None, detail: str) -> None:
+        super().__init__(f"{field}: {detail}" if field else detail)
+        self.field = field
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingInput:
+    """What evaluation needs to know about a new ticket. ``received_at`` must be aware."""
+
+    channel: str
+    received_at: datetime
+    subject: str = ""
+    body: str = ""
+    inbox: str | None = None
+    language: str | None = None
+    customer: Mapping[str, Any] = field(default_factory=dict)  # Customer.attributes
+    priority: str = Priority.NORMAL
+
+    def __post_init__(self) -> None:
+        if self.received_at.tzinfo is None:
+            raise ValueError("received_at must be timezone-aware")
+
+
+class Facts:
+    """One input as conditions see it: the folded text, its words, local times and customer
+    attributes are worked out at most once per input, and only when a condition asks."""
+
+    __slots__ = (
+        "_attrs",
+        "_folded",
+        "_langs",
+        "_local",
+        "_lowered",
+        "_words",
+        "channel",
+        "found",
+        "inbox",
+        "input",
+        "priority",
+        "texts",
+    )
+
+    def __init__(self, inp: RoutingInput) -> None:
+        self.input = inp
+        self.channel = str(inp.channel).lower()
+        self.inbox = inp.inbox.lower() if inp.inbox else None
+        self.priority = str(inp.priority).lower()
+        body = inp.body if len(inp.body) <= MAX_SCAN_CHARS else inp.body[:MAX_SCAN_CHARS]
+        # indexed by where: SUBJECT, BODY, BOTH
+        self.texts: tuple[tuple[str, ...], ...] = ((inp.subject,), (body,), (inp.subject, body))
+        self._folded: list[str | None] = [None, None, None]
+        self._lowered: list[str | None] = [None, None, None]
+        self._words: list[frozenset[str] | None] = [None, None, None]
+        self._langs: tuple[str, ...] | None = None
+        self._local: dict[str, datetime] = {}
+        self._attrs: dict[str, tuple[Any, ...] | None] = {}
+        # what a condition found while testing (by id), so explaining a fired rule is free
+        self.found: dict[int, str] = {}
+
+    def folded(self, where: int) -> str:
+        text = self._folded[where]
+        if text is None:
+            if where == BOTH:
+                text = self.folded(SUBJECT) + "\n" + self.folded(BODY)
+            else:
+                text = fold(self.texts[where][0])
+            self._folded[where] = text
+        return text
+
+    def lowered(self, where: int) -> str:
+        """The raw text in lower case, for regex literal prefilters (see ``required_literal``)."""
+        text = self._lowered[where]
+        if text is None:
+            if where == BOTH:
+                text = self.lowered(SUBJECT) + "\n" + self.lowered(BODY)
+            else:
+                raw = self.texts[where][0]
+                text = raw.lower()
+                if not raw.isascii():
+                    # the only non-ASCII letters re.IGNORECASE equates with ASCII ones whose
+                    # lower() is not that ASCII letter: dotless i and long s
+                    text = text.replace("\u0131", "i").replace("\u017f", "s")
+            self._lowered[where] = text
+        return text
+
+    def words(self, where: int) -> frozenset[str]:
+        words = self._words[where]
+        if words is None:
+            words = self._words[where] = words_of(self.folded(where))
+        return words
+
+    def languages(self) -> tuple[str, ...]:
+        """ "zh-Hant-TW" -> ("zh", "zh-hant", "zh-hant-tw"): a rule for "zh" matches all three."""
+        if self._langs is None:
+            tag = (self.input.language or "").strip().lower().replace("_", "-")
+            if "-" not in tag:
+                self._langs = (tag,) if tag else ()
+            else:
+                parts = tag.split("-")
+                self._langs = tuple("-".join(parts[: i + 1]) for i in range(len(parts)))
+        return self._langs
+
+    def local(self, hours: WorkingHours) -> datetime:
+        found = self._local.get(hours.tz)
+        if found is None:
+            found = self._local[hours.tz] = hours.local(self.input.received_at)
+        return found
+
+    def attribute(self, name: str) -> tuple[Any, ...] | None:
+        """A customer attribute as comparable values (see ``_norm``); None when unset or empty."""
+        try:
+            return self._attrs[name]
+        except KeyError:
+            pass
+        value = self.input.customer.get(name)
+        found: tuple[Any, ...] | None
+        if value is None or value == "" or (isinstance(value, Sized) and not len(value)):
+            found = None
+        elif isinstance(value, str):
+            found = (value.strip().casefold(),)  # the usual case, without a call
+        elif isinstance(value, list | tuple | set | frozenset):
+            found = tuple(_norm(v) for v in value if isinstance(v, _SCALARS))
+        elif isinstance(value, _SCALARS):
+            found = (_norm(value),)
+        else:
+            found = ()  # a nested table is present but equals nothing
+        self._attrs[name] = found
+        return found
+
+
+SUBJECT, BODY, BOTH = 0, 1, 2
+_WHERE_NAMES = ("subject", "body", "subject or body")
+
+
+class Condition(Protocol):
+    @property
+    def key(self) -> str:  # the rule's field, for errors and explanations ("when.regex")
+        ...
+
+    @property
+    def cost(self) -> int:  # cheaper conditions run first
+        ...
+
+    def test(self, facts: Facts) -> bool: ...
+
+    def explain(self, facts: Facts) -> str: ...
+
+
+def _strings(key: str, values: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(values)
+    if not out or any(not isinstance(v, str) or not v.strip() for v in out):
+        raise RuleError(key, "expected a non-empty list of non-empty strings")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelIs:
+    values: tuple[str, ...]
+    _set: frozenset[str] = field(init=False, repr=False, compare=False)
+    key: ClassVar[str] = "when.channel"
+    cost: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_set", frozenset(v.lower() for v in _strings(self.key, self.values))
+        )
+
+    def test(self, facts: Facts) -> bool:
+        return facts.channel in self._set
+
+    def explain(self, facts: Facts) -> str:
+        return f"channel {facts.channel}"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxIs:
+    values: tuple[str, ...]
+    _set: frozenset[str] = field(init=False, repr=False, compare=False)
+    key: ClassVar[str] = "when.inbox"
+    cost: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_set", frozenset(v.lower() for v in _strings(self.key, self.values))
+        )
+
+    def test(self, facts: Facts) -> bool:
+        return facts.inbox in self._set
+
+    def explain(self, facts: Facts) -> str:
+        return f"inbox {facts.input.inbox!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageIs:
+    """Language tags; "zh" matches "zh-CN" and "zh-Hant-TW", "zh-tw" only "zh-TW"."""
+
+    values: tuple[str, ...]
+    _set: frozenset[str] = field(init=False, repr=False, compare=False)
+    key: ClassVar[str] = "when.language"
+    cost: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        tags = frozenset(
+            v.strip().lower().replace("_", "-") for v in _strings(self.key, self.values)
+        )
+        object.__setattr__(self, "_set", tags)
+
+    def test(self, facts: Facts) -> bool:
+        return not self._set.isdisjoint(facts.languages())
+
+    def explain(self, facts: Facts) -> str:
+        return f"language {facts.input.language}"
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityIs:
+    values: tuple[str, ...]
+    _set: frozenset[str] = field(init=False, repr=False, compare=False)
+    key: ClassVar[str] = "when.priority"
+    cost: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "_set",
+            frozenset(_priority(self.key, v).value for v in _strings(self.key, self.values)),
+        )
+
+    def test(self, facts: Facts) -> bool:
+        return facts.priority in self._set
+
+    def explain(self, facts: Facts) -> str:
+        return f"priority {facts.priority}"
+
+
+_SCALARS = (str, bool, int, float)
+
+
+def _norm(value: Any) -> Any:
+    # Strings compare case-insensitively; a bool is never equal to 1 (JSON true vs 1).
+    if isinstance(value, str):
+        return value.strip().casefold()
+    if isinstance(value, bool):
+        return ("bool", value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerAttr:
+    """A customer attribute (``Customer.attributes``): ``op`` "equals" one value, "in" a list,
+    or "exists" (true/false). A list-valued attribute (tags) matches when any item does."""
+
+    name: str
+    op: str
+    value: Any
+    _wanted: frozenset[Any] = field(init=False, repr=False, compare=False)
+    cost: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        key = self.key
+        if self.op == "exists":
+            if not isinstance(self.value, bool):
+                raise RuleError(key, "exists takes true or false")
+            wanted: frozenset[Any] = frozenset()
+        elif self.op == "equals":
+            if not isinstance(self.value, _SCALARS):
+                raise RuleError(key, f"expected a string, number or boolean, got {self.value!r}")
+            wanted = frozenset({_norm(self.value)})
+        elif self.op == "in":
+            if not isinstance(self.value, list | tuple) or not self.value:
+                raise RuleError(key, "in takes a non-empty list")
+            if any(not isinstance(v, _SCALARS) for v in self.value):
+                raise RuleError(key, "in takes strings, numbers or booleans")
+            object.__setattr__(self, "value", tuple(self.value))  # hashable, like the rest
+            wanted = frozenset(_norm(v) for v in self.value)
+        else:
+            raise RuleError(key, f"unknown operator {self.op!r} (equals, in, exists)")
+        object.__setattr__(self, "_wanted", wanted)
+
+    @property
+    def key(self) -> str:
+        return f"when.customer.{self.name}"
+
+    def test(self, facts: Facts) -> bool:
+        have = facts.attribute(self.name)
+        if self.op == "exists":
+            return (have is not None) is self.value
+        return have is not None and not self._wanted.isdisjoint(have)
+
+    def explain(self, facts: Facts) -> str:
+        value = facts.input.customer.get(self.name)
+        if self.op == "exists":
+            return f"customer {self.name} {'is set' if self.value else 'is not set'}"
+        if self.op == "in":
+            return f"customer {self.name} {value!r} in {list(self.value)!r}"
+        return f"customer {self.name} = {value!r}"
+
+
+class _Phrase(NamedTuple):
+    keyword: str
+    required: frozenset[str]  # words that must all occur before the regex is worth running
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Keywords:
+    """Any of ``words`` in the subject, the body or either (case- and width-insensitive).
+    A keyword matches whole words ("bill" is not in "billing"); in CJK text, where words are
+    not separated, a CJK keyword matches as a substring ("退款" in "我要退款")."""
+
+    where: int
+    words: tuple[str, ...]
+    _singles: frozenset[str] = field(init=False, repr=False, compare=False)
+    _substrings: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _phrases: tuple[_Phrase, ...] = field(init=False, repr=False, compare=False)
+    cost: ClassVar[int] = 5
+
+    def __post_init__(self) -> None:
+        singles: set[str] = set()
+        substrings: list[str] = []
+        phrases: list[_Phrase] = []
+        for word in _strings(self.key, self.words):
+            kw = " ".join(fold(word).split())
+            if _WORD.fullmatch(kw):
+                singles.add(kw)
+            elif _CJK_RUN.fullmatch(kw):
+                substrings.append(kw)
+            else:
+                pattern = r"\s+".join(re.escape(part) for part in kw.split(" "))
+                if _WORD.match(kw[0]):
+                    pattern = _NOT_AFTER_WORD + pattern
+                if _WORD.match(kw[-1]):
+                    pattern += _NOT_BEFORE_WORD
+                required = frozenset(_WORD.findall(kw))
+                phrases.append(_Phrase(kw, required, re.compile(pattern)))
+        object.__setattr__(self, "_singles", frozenset(singles))
+        object.__setattr__(self, "_substrings", tuple(substrings))
+        object.__setattr__(self, "_phrases", tuple(phrases))
+
+    @property
+    def key(self) -> str:
+        return ("when.subject_keywords", "when.body_keywords", "when.keywords")[self.where]
+
+    def _first(self, facts: Facts) -> str | None:
+        singles = self._singles
+        if singles:
+            found = singles & facts.words(self.where)
+            if found:
+                return min(found)
+        substrings = self._substrings
+        if substrings:
+            text = facts.folded(self.where)
+            for kw in substrings:
+                if kw in text:
+                    return kw
+        phrases = self._phrases
+        if phrases:
+            words = facts.words(self.where)
+            for phrase in phrases:
+                if phrase.required <= words and phrase.regex.search(facts.folded(self.where)):
+                    return phrase.keyword
+        return None
+
+    def test(self, facts: Facts) -> bool:
+        if self._singles and not self._singles.isdisjoint(facts.words(self.where)):
+            return True
+        if self._substrings or self._phrases:
+            found = self._first(facts)
+            if found is not None:
+                facts.found[id(self)] = found
+                return True
+        return False
+
+    def explain(self, facts: Facts) -> str:
+        found = facts.found.get(id(self)) or self._first(facts)
+        return f"{_WHERE_NAMES[self.where]} keyword {found!r}"
+
+
+def required_literal(pattern: str, min_length: int = 2) -> str | None:
+    """The longest run of characters every match of ``pattern`` must contain, lowercased for a
+    test against ``Facts.lowered`` (None when there is none worth testing). A prefilter may let
+    through a text the pattern then rejects, never the other way round: only top-level literals
+    count (zero-width assertions between them are skipped), and only characters whose
+    case-insensitive matches ``lower()`` maps to the same letter (ASCII, or caseless like CJK)."""
+    try:
+        parsed = _sre_parser.parse(pattern, re.IGNORECASE)
+    except Exception:  # private API: without it there is just no prefilter
+        return None
+    best, run = "", ""
+    for op, arg in parsed:
+        char = chr(arg) if op is _sre.LITERAL else ""
+        if char and (char.isascii() or char.lower() == char == char.upper()):
+            run += char.lower()
+            continue
+        if op is _sre.AT:
+            continue  # zero-width: the literals either side are adjacent in the text
+        best, run = max(best, run, key=len), ""
+    best = max(best, run, key=len)
+    return best if len(best) >= min_length else None
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    """Any of ``patterns`` (Python regular expressions, case-insensitive) found in the subject,
+    the body or either. Compiled once; an invalid pattern is refused when the rule is built."""
+
+    where: int
+    patterns: tuple[str, ...]
+    # (a literal every match contains, lowercased, or None; the compiled pattern)
+    _compiled: tuple[tuple[str | None, re.Pattern[str]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+    cost: ClassVar[int] = 8
+
+    def __post_init__(self) -> None:
+        compiled = []
+        for i, pattern in enumerate(_strings(self.key, self.patterns)):
+            key = self.key if len(self.patterns) == 1 else f"{self.key}[{i}]"
+            try:
+                regex = re.compile(pattern, re.IGNORECASE)
+            except re.error as err:
+                at = f" at position {err.pos}" if err.pos is not None else ""
+                raise RuleError(key, f"{err.msg}{at}") from None
+            compiled.append((required_literal(pattern), regex))
+        object.__setattr__(self, "_compiled", tuple(compiled))
+
+    @property
+    def key(self) -> str:
+        return ("when.subject_regex", "when.body_regex", "when.regex")[self.where]
+
+    def test(self, facts: Facts) -> bool:
+        for literal, regex in self._compiled:
+            # a substring test is far cheaper than a search that cannot succeed without it
+            if literal is not None and literal not in facts.lowered(self.where):
+                continue
+            for text in facts.texts[self.where]:
+                m = regex.search(text)
+                if m:
+                    # the pattern, not the matched text: that may be a card number, and the
+                    # explanation goes into the ticket's history
+                    facts.found[id(self)] = f"/{regex.pattern}/"
+                    return True
+        return False
+
+    def explain(self, facts: Facts) -> str:
+        if id(self) not in facts.found:
+            self.test(facts)
+        return f"{_WHERE_NAMES[self.where]} matches {facts.found.get(id(self), '?')}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOfDay:
+    """Received within a weekly window in a time zone; see ``WorkingHours`` (a window crossing
+    midnight belongs to the day it starts on). DST is the zone's: 18:00 is 18:00 local."""
+
+    window: WorkingHours
+    key: ClassVar[str] = "when.time"
+    cost: ClassVar[int] = 3
+
+    def test(self, facts: Facts) -> bool:
+        return self.window.contains_local(facts.local(self.window))
+
+    def explain(self, facts: Facts) -> str:
+        local = facts.local(self.window)
+        at = f"{DAYS[local.weekday()]} {local.hour:02d}:{local.minute:02d}"
+        return f"received {at} {self.window.tz} (within {self.window.describe()})"
+
+
+def _priority(key: str, value: Any) -> Priority:
+    try:
+        return Priority(str(value).lower())
+    except ValueError:
+        known = ", ".join(p.value for p in Priority)
+        raise RuleError(key, f"unknown priority {value!r} ({known})") from None
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What a matching rule does. Applied in rule order: a later rule's team, priority, assign
+    or auto-reply replaces an earlier one's; tags and notifications accumulate."""
+
+    team: str | None = None
+    priority: Priority | None = None
+    add_tags: tuple[str, ...] = ()
+    assign: str | None = None  # a strategy name of core.assign.STRATEGIES
+    auto_reply: str | None = None  # string.Template with $number, $name, $subject
+    notify: tuple[str, ...] = ()  # "slack:U123", "telegram:-100..", "email:a@b.c"
+
+    def __post_init__(self) -> None:
+        if self.team is not None and (not isinstance(self.team, str) or not self.team.strip()):
+            raise RuleError("then.team", "expected a non-empty string")
+        if self.priority is not None:
+            object.__setattr__(self, "priority", _priority("then.priority", self.priority))
+        if self.add_tags:
+            _strings("then.add_tags", self.add_tags)
+        if self.assign is not None and self.assign not in STRATEGIES:
+            known = ", ".join(STRATEGIES)
+            raise RuleError("then.assign", f"unknown strategy {self.assign!r} ({known})")
+        if self.auto_reply is not None:
+            _check_template(self.auto_reply)
+        for i, who in enumerate(self.notify):
+            kind, _, address = who.partition(":") if isinstance(who, str) else ("", "", "")
+            if kind not in NOTIFY_KINDS or not address or (kind == "email" and "@" not in address):
+                raise RuleError(
+                    f"then.notify[{i}]",
+                    f"{who!r} is not slack:<user id>, telegram:<chat id> or email:<address>",
+                )
+
+    def is_empty(self) -> bool:
+        return self == Actions()
+
+
+def _check_template(text: str) -> None:
+    key = "then.auto_reply"
+    if not isinstance(text, str) or not text.strip():
+        raise RuleError(key, "expected a non-empty string")
+    for m in Template.pattern.finditer(text):
+        name = m.group("named") or m.group("braced")
+        if m.group("invalid") is not None:
+            raise RuleError(key, f"stray $ at position {m.start()} (write $$ for a dollar sign)")
+        if name is not None and name not in PLACEHOLDERS:
+            known = ", ".join(f"${p}" for p in sorted(PLACEHOLDERS))
+            raise RuleError(key, f"unknown placeholder ${name} ({known})")
+
+
+def render_auto_reply(template: str, *, number: int, name: str, subject: str) -> str:
+    return Template(template).safe_substitute(number=number, name=name, subject=subject)
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    conditions: tuple[Condition, ...] = ()
+    actions: Actions = field(default_factory=Actions)
+    stop: bool = True
+    _checks: tuple[Callable[[Facts], bool], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ordered = sorted(self.conditions, key=lambda c: c.cost)  # stable: ties keep file order
+        object.__setattr__(self, "conditions", tuple(ordered))
+        object.__setattr__(self, "_checks", tuple(c.test for c in ordered))
+
+    def matches(self, facts: Facts) -> bool:
+        return all(check(facts) for check in self._checks)
+
+    def explain(self, facts: Facts) -> str:
+        if not self.conditions:
+            return "always (no conditions)"
+        return "; ".join(c.explain(facts) for c in self.conditions)
+
+
+class Fired(NamedTuple):
+    """A rule that fired, and why, in words for the ticket's history."""
+
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    team: str | None = None
+    priority: Priority | None = None
+    tags: tuple[str, ...] = ()
+    assign: str | None = None
+    auto_reply: str | None = None
+    notify: tuple[str, ...] = ()
+    fired: tuple[Fired, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.fired)
+
+    def history(self) -> list[str]:
+        """One line per fired rule, for the ticket's history."""
+        return [f"routing rule {f.rule!r} fired: {f.reason}" for f in self.fired]
+
+
+class _Index:
+    """Which rules one kind of condition lets through, by the input's value(s) of that kind."""
+
+    __slots__ = ("decides", "keys", "mode", "table", "values")
+
+    def __init__(self, values: Callable[[Facts], Any], mode: int) -> None:
+        self.decides = 0  # rules whose condition of this kind is settled here
+        self.table: dict[Any, int] = {}  # value -> rules that accept it
+        self.keys: frozenset[Any] = frozenset()
+        self.values = values
+        self.mode = mode  # ONE value, SEVERAL (look each up) or MANY (words: intersect)
+
+    def add(self, bit: int, accepted: Iterable[Any]) -> None:
+        self.decides |= bit
+        for value in accepted:
+            self.table[value] = self.table.get(value, 0) | bit
+        self.keys = frozenset(self.table)
+
+
+ONE, SEVERAL, MANY = 0, 1, 2
+
+
+_IndexEntry = tuple[Any, Iterable[Any], Callable[["Facts"], Any], int, bool]
+
+
+def _index_of(cond: Condition) -> _IndexEntry | None:
+    """(kind, values the condition accepts, the input's value(s), ONE/SEVERAL/MANY, exact) for a
+    condition an index can decide; None for the others (they run per rule). Not exact: the
+    index only rules the rule out when none of the values is there, and the condition still
+    runs (keyword phrases: indexed by one of their words; CJK keywords: by "has CJK")."""
+    if isinstance(cond, ChannelIs):
+        return "channel", cond._set, attrgetter("channel"), ONE, True
+    if isinstance(cond, InboxIs):
+        return "inbox", cond._set, attrgetter("inbox"), ONE, True
+    if isinstance(cond, PriorityIs):
+        return "priority", cond._set, attrgetter("priority"), ONE, True
+    if isinstance(cond, LanguageIs):
+        return "language", cond._set, Facts.languages, SEVERAL, True
+    if isinstance(cond, CustomerAttr) and cond.op != "exists":
+        name = cond.name
+        return ("customer", name), cond._wanted, lambda f: f.attribute(name) or (), SEVERAL, True
+    if isinstance(cond, Keywords):
+        if any(not p.required for p in cond._phrases):
+            return None  # a phrase of punctuation only: nothing to index it by
+        where = cond.where
+        keys = set(cond._singles)
+        keys.update(max(p.required, key=len) for p in cond._phrases)
+        if cond._substrings:
+            keys.add(HAS_CJK)
+        exact = not (cond._substrings or cond._phrases)
+        return ("words", where), keys, lambda f: f.words(where), MANY, exact
+    return None
+
+
+class _Plan:
+    """Rules as bits of an int: each index turns the input's channel, inbox, priority, language,
+    customer attribute values and words into the set of rules still possible, in a few dict
+    lookups; only those rules run their remaining conditions, in rule order."""
+
+    __slots__ = ("all", "indexes", "residual", "rules")
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        indexes: dict[Any, _Index] = {}
+        residual: list[tuple[Callable[[Facts], bool], ...]] = []
+        for i, rule in enumerate(rules):
+            bit, rest, seen = 1 << i, [], set()
+            for cond in rule.conditions:
+                entry = _index_of(cond)
+                if entry is None or entry[0] in seen:  # a second one of a kind runs per rule
+                    rest.append(cond.test)
+                    continue
+                kind, accepted, values, mode, exact = entry
+                if not exact:
+                    rest.append(cond.test)
+                seen.add(kind)
+                if kind not in indexes:
+                    indexes[kind] = _Index(values, mode)
+                indexes[kind].add(bit, accepted)
+            residual.append(tuple(rest))
+        # words last: splitting the text is the one costly step, skipped when no rule needs it
+        # words last: splitting the text is the one costly step here, and it is skipped when
+        # no rule still possible needs it
+        self.indexes = sorted(indexes.values(), key=lambda index: index.mode)
+        self.all = (1 << len(rules)) - 1
+        self.residual = tuple(residual)
+
+    def candidates(self, facts: Facts) -> int:
+        possible = self.all
+        for index in self.indexes:
+            decides = index.decides
+            if not possible & decides:
+                continue
+            table = index.table
+            mode = index.mode
+            if mode == ONE:
+                accepted = table.get(index.values(facts), 0)
+            else:
+                accepted = 0
+                values = index.values(facts)
+                for value in index.keys.intersection(values) if mode == MANY else values:
+                    accepted |= table.get(value, 0)
+            possible &= ~decides | accepted
+        return possible
+
+
+class RuleSet(tuple[Rule, ...]):
+    """Rules in evaluation order, with an index across them built once (see ``_Plan``).
+    ``parse_rules`` returns one; ``route`` also takes a plain tuple or list of rules."""
+
+    plan: _Plan
+
+    def __new__(cls, rules: Iterable[Rule] = ()) -> RuleSet:
+        self = super().__new__(cls, rules)
+        self.plan = _Plan(tuple(self))
+        return self
+
+
+_last_plan: tuple[object, _Plan] | None = None
+
+
+def _plan_of(rules: Iterable[Rule]) -> _Plan:
+    global _last_plan
+    if isinstance(rules, RuleSet):
+        return rules.plan
+    if isinstance(rules, tuple):
+        # A tuple of frozen rules cannot change: remember the last one's plan (a cache, so
+        # evaluation stays pure). A list could change between calls, so it is indexed each time.
+        last = _last_plan
+        if last is not None and last[0] is rules:
+            return last[1]
+        plan = _Plan(rules)
+        _last_plan = (rules, plan)
+        return plan
+    return _Plan(tuple(rules))
+
+
+def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
+    """Apply matching rules in order until one with ``stop`` matches. Pure and deterministic:
+    the same rules and input always give the same decision (the clock is ``received_at``)."""
+    plan = _plan_of(rules)
+    facts = Facts(inp)
+    possible = plan.candidates(facts)
+    if not possible:
+        return _NO_DECISION
+    team: str | None = None
+    priority: Priority | None = None
+    assign: str | None = None
+    auto_reply: str | None = None
+    tags: list[str] = []
+    notify: list[str] = []
+    fired: list[Fired] = []
+    ordered, residual = plan.rules, plan.residual
+    while possible:
+        lowest = possible & -possible
+        possible ^= lowest
+        i = lowest.bit_length() - 1
+        for check in residual[i]:
+            if not check(facts):
+                break
+        else:
+            rule = ordered[i]
+            a = rule.actions
+            if a.team is not None:
+                team = a.team
+            if a.priority is not None:
+                priority = a.priority
+            if a.assign is not None:
+                assign = a.assign
+            if a.auto_reply is not None:
+                auto_reply = a.auto_reply
+            tags.extend(a.add_tags)
+            notify.extend(a.notify)
+            fired.append(Fired(rule.name, rule.explain(facts)))
+            if rule.stop:
+                break
+    if not fired:
+        return _NO_DECISION
+    return RoutingDecision(
+        team=team,
+        priority=priority,
+        tags=tuple(dict.fromkeys(tags)),
+        assign=assign,
+        auto_reply=auto_reply,
+        notify=tuple(dict.fromkeys(notify)),
+        fired=tuple(fired),
+    )
+
+
+_NO_DECISION = RoutingDecision()
+
+# ---- parsing: TOML tables -> rules, errors naming the rule and the field ----
+
+_RULE_KEYS = frozenset({"name", "description", "when", "then", "stop"})
+_ACTION_KEYS = ("team", "priority", "add_tags", "assign", "auto_reply", "notify")
+
+
+def _list_of_str(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]  # one value is written without brackets as often as with
+    if not isinstance(value, list):
+        raise RuleError(key, f"expected a string or a list of strings, got {value!r}")
+    return _strings(key, value)
+
+
+def _customer(table: Any) -> list[Condition]:
+    if not isinstance(table, dict) or not table:
+        raise RuleError("when.customer", 'expected a table of attributes, e.g. { tier = "vip" }')
+    out: list[Condition] = []
+    for name, spec in table.items():
+        if isinstance(spec, dict):
+            if len(spec) != 1:
+                raise RuleError(
+                    f"when.customer.{name}",
+                    "expected one of { equals = .. }, { in = [..] }, { exists = true }",
+                )
+            ((op, value),) = spec.items()
+            out.append(CustomerAttr(name, op, value))
+        elif isinstance(spec, list):
+            out.append(CustomerAttr(name, "in", spec))
+        else:
+            out.append(CustomerAttr(name, "equals", spec))
+    return out
+
+
+def _time(table: Any) -> TimeOfDay:
+    key = "when.time"
+    if not isinstance(table, dict):
+        raise RuleError(
+            key, 'expected a table, e.g. { tz = "Europe/Berlin", hours = "18:00-08:00" }'
+        )
+    unknown = sorted(set(table) - {"tz", "days", "hours"})
+    if unknown:
+        raise RuleError(f"{key}.{unknown[0]}", "unknown setting (tz, days, hours)")
+    tz, days, hours = table.get("tz", "UTC"), table.get("days", []), table.get("hours", "")
+    if not isinstance(tz, str):
+        raise RuleError(f"{key}.tz", "expected a time zone name")
+    if not isinstance(days, list):
+        raise RuleError(f"{key}.days", 'expected a list, e.g. ["sat", "sun"]')
+    if not isinstance(hours, str):
+        raise RuleError(f"{key}.hours", 'expected "HH:MM-HH:MM"')
+    if not days and not hours:
+        raise RuleError(key, "needs days, hours or both")
+    try:
+        zone(tz)
+    except ValueError as err:
+        raise RuleError(f"{key}.tz", str(err)) from None
+    try:
+        day_set = parse_days(days)
+    except ValueError as err:
+        raise RuleError(f"{key}.days", str(err)) from None
+    try:
+        start, end = parse_hours(hours) if hours else (None, None)
+    except ValueError as err:
+        raise RuleError(f"{key}.hours", str(err)) from None
+    return TimeOfDay(WorkingHours(tz, day_set, start, end))
+
+
+_CONDITIONS: dict[str, Callable[[Any], list[Condition]]] = {
+    "channel": lambda v: [ChannelIs(_list_of_str("when.channel", v))],
+    "inbox": lambda v: [InboxIs(_list_of_str("when.inbox", v))],
+    "language": lambda v: [LanguageIs(_list_of_str("when.language", v))],
+    "priority": lambda v: [PriorityIs(_list_of_str("when.priority", v))],
+    "keywords": lambda v: [Keywords(BOTH, _list_of_str("when.keywords", v))],
+    "subject_keywords": lambda v: [Keywords(SUBJECT, _list_of_str("when.subject_keywords", v))],
+    "body_keywords": lambda v: [Keywords(BODY, _list_of_str("when.body_keywords", v))],
+    "regex": lambda v: [Matches(BOTH, _list_of_str("when.regex", v))],
+    "subject_regex": lambda v: [Matches(SUBJECT, _list_of_str("when.subject_regex", v))],
+    "body_regex": lambda v: [Matches(BODY, _list_of_str("when.body_regex", v))],
+    "customer": _customer,
+    "time": lambda v: [_time(v)],
+}
+CONDITION_KEYS = tuple(_CONDITIONS)
+
+
+def _conditions(table: Any) -> tuple[Condition, ...]:
+    if not isinstance(table, dict):
+        raise RuleError("when", "expected a table")
+    out: list[Condition] = []
+    for key, value in table.items():
+        build = _CONDITIONS.get(key)
+        if build is None:
+            raise RuleError(None, f"unknown condition {key!r} ({', '.join(CONDITION_KEYS)})")
+        out.extend(build(value))
+    return tuple(out)
+
+
+def _actions(table: Any) -> Actions:
+    if not isinstance(table, dict):
+        raise RuleError("then", "expected a table")
+    for key in table:
+        if key not in _ACTION_KEYS:
+            raise RuleError(None, f"unknown action {key!r} ({', '.join(_ACTION_KEYS)})")
+    values: dict[str, Any] = {}
+    for key in ("team", "priority", "assign", "auto_reply"):
+        if key in table:
+            if not isinstance(table[key], str):
+                raise RuleError(f"then.{key}", f"expected a string, got {table[key]!r}")
+            values[key] = table[key]
+    for key in ("add_tags", "notify"):
+        if key in table:
+            values[key] = _list_of_str(f"then.{key}", table[key])
+    return Actions(**values)
+
+
+def parse_rules(table: Mapping[str, Any]) -> RuleSet:
+    """``[[rules]]`` of a TOML document (other top-level keys are ignored, so the main config
+    file works) -> rules in file order. ``ConfigError`` names the rule and its field."""
+    raw = table.get("rules", [])
+    if not isinstance(raw, list):
+        raise ConfigError("rules: expected an array of tables ([[rules]])")
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        where = f"rules[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a table")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: name: missing or empty")
+        where = f"{where} {name!r}"
+        unknown = sorted(set(item) - _RULE_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key {unknown[0]!r} ({', '.join(sorted(_RULE_KEYS))})"
+            )
+        if name in seen:
+            raise ConfigError(f"{where}: name: already used by rules[{seen[name]}]")
+        seen[name] = i
+        stop = item.get("stop", True)
+        if not isinstance(stop, bool):
+            raise ConfigError(f"{where}: stop: expected true or false")
+        if not isinstance(item.get("description", ""), str):
+            raise ConfigError(f"{where}: description: expected a string")
+        try:
+            rule = Rule(
+                name, _conditions(item.get("when", {})), _actions(item.get("then", {})), stop
+            )
+        except RuleError as err:
+            raise ConfigError(f"{where}: {err}") from None
+        rules.append(rule)
+    return RuleSet(rules)
+
+
+def load_rules_file(path: str | Path) -> RuleSet:
+    """Read and validate a rules file (``helpline rules check FILE``, SIGHUP reload). On error
+    nothing is returned, so a caller reloading keeps the rules it runs."""
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"rules file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    return parse_rules(table)

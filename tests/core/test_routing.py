@@ -1,0 +1,545 @@
+"""Routing rules: conditions, actions, stop semantics, explanations, and errors naming the field."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.errors import ConfigError
+from core.routing import (
+    Actions,
+    ChannelIs,
+    Facts,
+    RoutingInput,
+    Rule,
+    RuleSet,
+    load_rules_file,
+    parse_rules,
+    render_auto_reply,
+    required_literal,
+    route,
+)
+from core.tickets import Priority
+
+MONDAY_10_UTC = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def msg(**kw: Any) -> RoutingInput:
+    values: dict[str, Any] = {"channel": "email", "received_at": MONDAY_10_UTC, **kw}
+    return RoutingInput(**values)
+
+
+def one_rule(when: dict[str, Any], then: dict[str, Any] | None = None) -> RuleSet:
+    return parse_rules({"rules": [{"name": "r", "when": when, "then": then or {"team": "t"}}]})
+
+
+def fires(when: dict[str, Any], **inp: Any) -> bool:
+    return route(one_rule(when), msg(**inp)).matched
+
+
+@pytest.mark.parametrize(
+    ("when", "inp", "expected"),
+    [
+        # channel, inbox, language, priority: any-of, case-insensitive
+        ({"channel": ["slack", "EMAIL"]}, {}, True),
+        ({"channel": "telegram"}, {}, False),
+        ({"inbox": ["billing"]}, {"inbox": "Billing"}, True),
+        ({"inbox": ["billing"]}, {"inbox": None}, False),
+        ({"language": ["zh"]}, {"language": "zh-Hant-TW"}, True),
+        ({"language": ["zh-tw"]}, {"language": "zh_TW"}, True),
+        ({"language": ["zh-tw"]}, {"language": "zh-CN"}, False),
+        ({"language": ["de"]}, {"language": None}, False),
+        ({"priority": ["high", "urgent"]}, {"priority": Priority.URGENT}, True),
+        ({"priority": ["high"]}, {}, False),  # default normal
+        # keywords: whole words, case- and width-insensitive, any-of
+        ({"keywords": ["refund"]}, {"body": "I want a REFUND now"}, True),
+        ({"keywords": ["refund"]}, {"body": "ｒｅｆｕｎｄ please"}, True),
+        ({"keywords": ["bill"]}, {"body": "billing question"}, False),
+        ({"keywords": ["bill", "invoice"]}, {"body": "the invoice."}, True),
+        ({"keywords": ["e-mail"]}, {"body": "my e-mail bounced"}, True),
+        ({"keywords": ["e-mail"]}, {"body": "my email bounced"}, False),
+        ({"keywords": ["money back"]}, {"body": "I want my money\n back"}, True),
+        ({"keywords": ["money back"]}, {"body": "money is back"}, False),
+        ({"keywords": ["can't log in"]}, {"body": "I CAN’T LOG IN"}, True),
+        # CJK: substrings, and a Latin word next to CJK is still a word
+        ({"keywords": ["退款"]}, {"body": "我要退款，谢谢"}, True),
+        ({"keywords": ["退款"]}, {"body": "我要退货"}, False),
+        ({"keywords": ["iphone"]}, {"body": "我的iPhone坏了"}, True),
+        ({"keywords": ["ログイン"]}, {"subject": "ログインできません"}, True),
+        # where: subject only, body only, either
+        ({"subject_keywords": ["urgent"]}, {"subject": "Urgent!", "body": ""}, True),
+        ({"subject_keywords": ["urgent"]}, {"subject": "hi", "body": "urgent"}, False),
+        ({"body_keywords": ["urgent"]}, {"subject": "urgent", "body": "hi"}, False),
+        ({"keywords": ["urgent"]}, {"subject": "urgent", "body": "hi"}, True),
+        # regex: case-insensitive, any-of, searched in subject and body separately
+        ({"regex": r"\border\s*#?\d{5,}"}, {"body": "ORDER #123456 is late"}, True),
+        ({"regex": r"\border\s*#?\d{5,}"}, {"body": "order #1234 is late"}, False),
+        ({"subject_regex": [r"^re:", r"^fwd:"]}, {"subject": "Fwd: hello"}, True),
+        ({"body_regex": r"^thanks"}, {"subject": "thanks", "body": "no"}, False),
+        ({"regex": r"^thanks"}, {"subject": "x", "body": "Thanks!"}, True),
+        ({"regex": r"\bINV-\d{6}\b"}, {"body": "see ınv-123456"}, True),  # Turkish dotless i
+        ({"regex": r"kelvin"}, {"body": "\u212aELVIN"}, True),  # Kelvin sign matches k
+        ({"regex": r"\bmass\b"}, {"body": "ma\u017fs"}, True),  # long s matches s
+        # every key must hold
+        ({"channel": ["email"], "keywords": ["refund"]}, {"body": "refund"}, True),
+        ({"channel": ["slack"], "keywords": ["refund"]}, {"body": "refund"}, False),
+    ],
+)
+def test_conditions(when: dict[str, Any], inp: dict[str, Any], expected: bool) -> None:
+    assert fires(when, **inp) is expected
+
+
+@pytest.mark.parametrize(
+    ("customer_when", "attributes", "expected"),
+    [
+        ({"tier": "vip"}, {"tier": "VIP"}, True),
+        ({"tier": "vip"}, {"tier": "pro"}, False),
+        ({"tier": "vip"}, {}, False),
+        ({"region": ["eu", "uk"]}, {"region": "uk"}, True),
+        ({"region": ["eu", "uk"]}, {"region": "us"}, False),
+        ({"tier": "vip", "region": ["eu", "uk"]}, {"tier": "vip", "region": "us"}, False),
+        ({"tags": "beta"}, {"tags": ["Beta", "edu"]}, True),  # a list attribute: any item
+        ({"tags": ["beta", "edu"]}, {"tags": ["reseller"]}, False),
+        ({"churn_risk": {"exists": True}}, {"churn_risk": "high"}, True),
+        ({"churn_risk": {"exists": True}}, {"churn_risk": ""}, False),
+        ({"churn_risk": {"exists": False}}, {}, True),
+        ({"seats": {"equals": 50}}, {"seats": 50}, True),
+        ({"seats": {"in": [10, 50]}}, {"seats": 50.0}, True),
+        ({"managed": True}, {"managed": True}, True),
+        ({"managed": True}, {"managed": 1}, False),  # JSON true is not 1
+        ({"plan": "enterprise"}, {"plan": {"name": "enterprise"}}, False),  # nested: no
+    ],
+)
+def test_customer_attributes(
+    customer_when: dict[str, Any], attributes: dict[str, Any], expected: bool
+) -> None:
+    assert fires({"customer": customer_when}, customer=attributes) is expected
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+BERLIN_NIGHT = {"tz": "Europe/Berlin", "hours": "18:00-08:00"}
+FRIDAY_NIGHT = {"tz": "Europe/Berlin", "days": ["fri"], "hours": "18:00-08:00"}
+WEEKEND = {"tz": "Europe/Berlin", "days": ["sat", "sun"]}
+
+
+@pytest.mark.parametrize(
+    ("time", "received", "expected"),
+    [
+        (BERLIN_NIGHT, utc(2026, 3, 2, 17, 0), True),  # 18:00 CET: the start is inside
+        (BERLIN_NIGHT, utc(2026, 3, 2, 16, 59), False),  # 17:59 CET
+        (BERLIN_NIGHT, utc(2026, 3, 3, 6, 59), True),  # 07:59 CET, after midnight
+        (BERLIN_NIGHT, utc(2026, 3, 3, 7, 0), False),  # 08:00 CET: the end is not
+        # DST: Berlin moves to CEST on 29 March 2026; 18:00 local is 16:00 UTC after it
+        (BERLIN_NIGHT, utc(2026, 3, 28, 16, 30), False),  # 17:30 CET
+        (BERLIN_NIGHT, utc(2026, 3, 30, 16, 30), True),  # 18:30 CEST
+        (BERLIN_NIGHT, utc(2026, 3, 29, 1, 30), True),  # 03:30 CEST, the night of the switch
+        (BERLIN_NIGHT, utc(2026, 3, 30, 6, 30), False),  # 08:30 CEST
+        # ... and back to CET on 25 October: 02:30 happens twice, both inside
+        ({"tz": "Europe/Berlin", "hours": "02:00-03:00"}, utc(2026, 10, 25, 0, 30), True),
+        ({"tz": "Europe/Berlin", "hours": "02:00-03:00"}, utc(2026, 10, 25, 1, 30), True),
+        ({"tz": "Europe/Berlin", "hours": "02:00-03:00"}, utc(2026, 10, 25, 2, 30), False),
+        # a window crossing midnight belongs to the day it starts on
+        (FRIDAY_NIGHT, utc(2026, 3, 6, 19, 0), True),  # Friday 20:00
+        (FRIDAY_NIGHT, utc(2026, 3, 7, 2, 0), True),  # Saturday 03:00: Friday's night
+        (FRIDAY_NIGHT, utc(2026, 3, 6, 2, 0), False),  # Friday 03:00: Thursday's night
+        (FRIDAY_NIGHT, utc(2026, 3, 7, 19, 0), False),  # Saturday 20:00
+        # days in the zone, not in UTC: Friday 23:30 UTC is Saturday 00:30 in Berlin
+        (WEEKEND, utc(2026, 3, 6, 23, 30), True),
+        ({"tz": "UTC", "days": ["sat", "sun"]}, utc(2026, 3, 6, 23, 30), False),
+        ({"tz": "America/New_York", "days": ["fri"]}, utc(2026, 3, 7, 3, 0), True),  # Fri 22:00
+    ],
+)
+def test_time_of_day(time: dict[str, Any], received: datetime, expected: bool) -> None:
+    assert fires({"time": time}, received_at=received) is expected
+
+
+def test_received_at_must_be_aware() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        RoutingInput(channel="email", received_at=datetime(2026, 3, 2, 10, 0))
+
+
+RULES = [
+    {
+        "name": "vip",
+        "when": {"customer": {"tier": "vip"}},
+        "then": {"add_tags": ["vip"], "priority": "high", "notify": ["slack:U1"]},
+        "stop": False,
+    },
+    {
+        "name": "night",
+        "when": {"time": BERLIN_NIGHT},
+        "then": {"add_tags": ["after-hours", "vip"], "team": "night"},
+        "stop": False,
+    },
+    {
+        "name": "refund",
+        "when": {"keywords": ["refund"]},
+        "then": {
+            "team": "billing",
+            "assign": "least_loaded",
+            "notify": ["slack:U1", "email:b@x.io"],
+        },
+    },
+    {"name": "never-after-refund", "when": {"keywords": ["refund"]}, "then": {"team": "other"}},
+    {"name": "catch-all", "then": {"team": "general"}},
+]
+
+
+@pytest.mark.parametrize(
+    ("inp", "fired", "team", "tags", "priority", "notify"),
+    [
+        # stop = false rules accumulate; a later team replaces an earlier one; stop ends it
+        (
+            {"customer": {"tier": "vip"}, "body": "refund", "received_at": utc(2026, 3, 2, 20)},
+            ["vip", "night", "refund"],
+            "billing",
+            ("vip", "after-hours"),
+            Priority.HIGH,
+            ("slack:U1", "email:b@x.io"),
+        ),
+        ({"body": "refund"}, ["refund"], "billing", (), None, ("slack:U1", "email:b@x.io")),
+        (
+            {"customer": {"tier": "vip"}, "body": "hello"},
+            ["vip", "catch-all"],
+            "general",
+            ("vip",),
+            Priority.HIGH,
+            ("slack:U1",),
+        ),
+        ({"body": "hello"}, ["catch-all"], "general", (), None, ()),
+    ],
+)
+def test_rules_apply_in_order_until_stop(
+    inp: dict[str, Any],
+    fired: list[str],
+    team: str,
+    tags: tuple[str, ...],
+    priority: Priority | None,
+    notify: tuple[str, ...],
+) -> None:
+    decision = route(parse_rules({"rules": RULES}), msg(**inp))
+    assert [f.rule for f in decision.fired] == fired
+    assert (decision.team, decision.tags, decision.priority, decision.notify) == (
+        team,
+        tags,
+        priority,
+        notify,
+    )
+
+
+def test_no_rule_matches_gives_an_empty_decision() -> None:
+    decision = route(one_rule({"channel": ["slack"]}), msg())
+    assert not decision.matched
+    assert (decision.team, decision.tags, decision.fired, decision.history()) == (None, (), (), [])
+
+
+def test_fired_rules_explain_which_condition_matched() -> None:
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "name": "vip-eu",
+                    "when": {
+                        "channel": ["email"],
+                        "customer": {"tier": "vip", "region": ["eu", "uk"]},
+                        "keywords": ["refund", "退款"],
+                        "regex": r"order\s+#?\d+",
+                        "time": {"tz": "Europe/Berlin", "days": ["mon"]},
+                    },
+                    "then": {"team": "vip"},
+                }
+            ]
+        }
+    )
+    inp = msg(customer={"tier": "VIP", "region": "uk"}, body="我要退款 order #123")
+    decision = route(rules, inp)
+    ((name, reason),) = decision.fired
+    assert name == "vip-eu"
+    for part in (
+        "channel email",
+        "customer tier = 'VIP'",
+        "customer region 'uk' in ['eu', 'uk']",
+        "subject or body keyword '退款'",
+        "subject or body matches /order\\s+#?\\d+/",
+        "received mon 11:00 Europe/Berlin (within mon Europe/Berlin)",
+    ):
+        assert part in reason
+    assert "#123" not in reason  # matched text stays out of the history (card numbers...)
+    assert decision.history() == [f"routing rule 'vip-eu' fired: {reason}"]
+    assert route(parse_rules({"rules": [{"name": "all"}]}), inp).fired[0].reason == (
+        "always (no conditions)"
+    )
+
+
+def test_auto_reply_template() -> None:
+    rules = one_rule({}, {"auto_reply": "Hi $name, ticket #$number ($subject) costs $$0."})
+    template = route(rules, msg()).auto_reply
+    assert template is not None
+    text = render_auto_reply(template, number=42, name="Ana", subject="Refund")
+    assert text == "Hi Ana, ticket #42 (Refund) costs $0."
+
+
+def rule_error(rule: dict[str, Any], position: int = 0) -> str:
+    rules: list[dict[str, Any]] = [{"name": f"ok{i}"} for i in range(position)] + [rule]
+    with pytest.raises(ConfigError) as err:
+        parse_rules({"rules": rules})
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            {"name": "vip-eu", "when": {"regex": "abc)"}},
+            "rules[2] 'vip-eu': when.regex: unbalanced parenthesis at position 3",
+        ),
+        (
+            {"name": "x", "when": {"body_regex": ["ok", "(unclosed"]}},
+            "rules[2] 'x': when.body_regex[1]: missing ), unterminated subpattern at position 0",
+        ),
+        ({"name": "x", "then": {"colour": "red"}}, "rules[2] 'x': unknown action 'colour'"),
+        ({"name": "x", "when": {"colour": "red"}}, "rules[2] 'x': unknown condition 'colour'"),
+        ({"name": "x", "colour": 1}, "rules[2] 'x': unknown key 'colour'"),
+        ({"when": {}}, "rules[2]: name: missing or empty"),
+        ({"name": "ok0"}, "rules[2] 'ok0': name: already used by rules[0]"),
+        ({"name": "x", "stop": "yes"}, "rules[2] 'x': stop: expected true or false"),
+        (
+            {"name": "x", "when": {"channel": []}},
+            "rules[2] 'x': when.channel: expected a non-empty",
+        ),
+        (
+            {"name": "x", "when": {"keywords": [1]}},
+            "rules[2] 'x': when.keywords: expected a non-empty",
+        ),
+        (
+            {"name": "x", "when": {"priority": ["asap"]}},
+            "rules[2] 'x': when.priority: unknown priority 'asap'",
+        ),
+        (
+            {"name": "x", "when": {"customer": {"tier": {"gt": 1}}}},
+            "rules[2] 'x': when.customer.tier: unknown operator 'gt'",
+        ),
+        (
+            {"name": "x", "when": {"customer": {"vip": {"exists": "y"}}}},
+            "rules[2] 'x': when.customer.vip: exists takes true or false",
+        ),
+        (
+            {"name": "x", "when": {"customer": {"tier": {"in": []}}}},
+            "rules[2] 'x': when.customer.tier: in takes a non-empty list",
+        ),
+        ({"name": "x", "when": {"customer": {}}}, "rules[2] 'x': when.customer: expected a table"),
+        (
+            {"name": "x", "when": {"time": {"tz": "Mars/Olympus", "days": ["sat"]}}},
+            "rules[2] 'x': when.time.tz: unknown time zone 'Mars/Olympus'",
+        ),
+        (
+            {"name": "x", "when": {"time": {"days": ["someday"]}}},
+            "rules[2] 'x': when.time.days: 'someday' is not a weekday",
+        ),
+        (
+            {"name": "x", "when": {"time": {"hours": "18-08"}}},
+            "rules[2] 'x': when.time.hours: '18-08' is not HH:MM-HH:MM",
+        ),
+        (
+            {"name": "x", "when": {"time": {"tz": "UTC"}}},
+            "rules[2] 'x': when.time: needs days, hours or both",
+        ),
+        (
+            {"name": "x", "when": {"time": {"zone": "UTC"}}},
+            "rules[2] 'x': when.time.zone: unknown setting",
+        ),
+        (
+            {"name": "x", "then": {"team": ""}},
+            "rules[2] 'x': then.team: expected a non-empty string",
+        ),
+        ({"name": "x", "then": {"team": 5}}, "rules[2] 'x': then.team: expected a string"),
+        (
+            {"name": "x", "then": {"priority": "asap"}},
+            "rules[2] 'x': then.priority: unknown priority 'asap'",
+        ),
+        (
+            {"name": "x", "then": {"assign": "random"}},
+            "rules[2] 'x': then.assign: unknown strategy 'random'",
+        ),
+        (
+            {"name": "x", "then": {"auto_reply": "Hi $customer"}},
+            "rules[2] 'x': then.auto_reply: unknown placeholder $customer",
+        ),
+        (
+            {"name": "x", "then": {"auto_reply": "costs 5$"}},
+            "rules[2] 'x': then.auto_reply: stray $",
+        ),
+        (
+            {"name": "x", "then": {"notify": ["pager:1"]}},
+            "rules[2] 'x': then.notify[0]: 'pager:1' is not",
+        ),
+        (
+            {"name": "x", "then": {"notify": ["slack:U1", "email:nobody"]}},
+            "rules[2] 'x': then.notify[1]: 'email:nobody' is not",
+        ),
+        (
+            {"name": "x", "then": {"add_tags": [""]}},
+            "rules[2] 'x': then.add_tags: expected a non-empty",
+        ),
+    ],
+)
+def test_bad_rules_name_the_rule_and_field(rule: dict[str, Any], message: str) -> None:
+    assert rule_error(rule, position=2).startswith(message)
+
+
+def test_rules_must_be_an_array_of_tables() -> None:
+    with pytest.raises(ConfigError, match=r"^rules: expected an array of tables"):
+        parse_rules({"rules": {"name": "x"}})
+    with pytest.raises(ConfigError, match=r"^rules\[0\]: expected a table"):
+        parse_rules({"rules": ["x"]})
+    assert parse_rules({"service": {"port": 1}}) == ()  # the main config without rules
+
+
+def test_load_rules_file(tmp_path: Path) -> None:
+    good = tmp_path / "rules.toml"
+    good.write_text(
+        """
+[[rules]]
+name = "vip-eu"
+stop = false
+[rules.when]
+channel = ["email"]
+customer = { tier = "vip", region = ["eu", "uk"] }
+time = { tz = "Europe/Berlin", hours = "18:00-08:00" }
+[rules.then]
+add_tags = ["vip"]
+
+[[rules]]
+name = "refund"
+when = { keywords = ["refund", "退款"], regex = 'order\\s+#?\\d+' }
+then = { team = "billing", assign = "least_loaded", auto_reply = "Hi $name (#$number)" }
+""",
+        encoding="utf-8",
+    )
+    rules = load_rules_file(good)
+    assert [r.name for r in rules] == ["vip-eu", "refund"]
+    assert isinstance(rules, RuleSet)
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rules]]\nname = "vip-eu"\nwhen = { regex = "abc)" }\n')
+    with pytest.raises(ConfigError, match=r"^rules\[0\] 'vip-eu': when.regex: unbalanced"):
+        load_rules_file(bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[rules]\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_rules_file(broken)
+    with pytest.raises(ConfigError, match="not found"):
+        load_rules_file(tmp_path / "missing.toml")
+
+
+def test_rules_built_in_code() -> None:
+    rule = Rule("slack", (ChannelIs(("slack",)),), Actions(team="chat", priority=Priority.LOW))
+    assert route((rule,), msg(channel="slack")).team == "chat"
+    assert not route([rule], msg()).matched
+    with pytest.raises(ValueError, match=r"then\.assign"):
+        Actions(assign="nobody")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "literal"),
+    [
+        (r"\bINV-\d{6}\b", "inv-"),
+        (r"Traceback \(most recent call last\)", "traceback (most recent call last)"),
+        (r"at [\w.$]+\(\w+\.java:\d+\)", ".java:"),
+        (r"发票", "发票"),
+        (r"Kündigung", "ndigung"),  # ü is cased and not ASCII: the run stops there
+        (r"refund|money back", None),  # alternatives: no single required literal
+        (r"\bE\d{3}\b", None),  # one letter is not worth a test
+        (r"colou?r", "colo"),
+    ],
+)
+def test_required_literal(pattern: str, literal: str | None) -> None:
+    assert required_literal(pattern) == literal
+
+
+def linear(rules: RuleSet, inp: RoutingInput) -> list[str]:
+    """The reference: every rule's conditions, in order, with no index."""
+    facts, fired = Facts(inp), []
+    for rule in rules:
+        if rule.matches(facts):
+            fired.append(rule.name)
+            if rule.stop:
+                break
+    return fired
+
+
+def test_indexed_evaluation_agrees_with_the_plain_reading() -> None:
+    rng = random.Random(5)
+    words = [
+        "refund",
+        "order",
+        "#12345",
+        "money",
+        "back",
+        "退款",
+        "我要",
+        "login",
+        "Bill",
+        "iPhone",
+    ]
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "name": f"r{i}",
+                    "stop": rng.random() < 0.3,
+                    "when": rng.choice(
+                        [
+                            {"keywords": rng.sample(words, 2)},
+                            {"keywords": ["money back"], "channel": ["email", "web"]},
+                            {"subject_keywords": ["refund"], "inbox": ["billing"]},
+                            {"regex": r"order\s*#?\d+", "language": ["en"]},
+                            {"customer": {"tier": ["vip", "pro"]}, "priority": ["high"]},
+                            {"customer": {"tags": "beta", "churn": {"exists": True}}},
+                            {"time": {"tz": "Asia/Tokyo", "hours": "20:00-08:00"}},
+                            {},
+                        ]
+                    ),
+                    "then": {"add_tags": [f"t{i}"]},
+                }
+                for i in range(40)
+            ]
+        }
+    )
+    for _ in range(2000):
+        inp = msg(
+            channel=rng.choice(["email", "web", "slack"]),
+            inbox=rng.choice(["billing", None]),
+            subject=" ".join(rng.sample(words, 2)),
+            body=" ".join(rng.choices(words, k=6)),
+            language=rng.choice(["en", "en-GB", "zh", None]),
+            customer=rng.choice([{}, {"tier": "vip"}, {"tags": ["beta"], "churn": "y"}]),
+            priority=rng.choice(list(Priority)),
+            received_at=utc(2026, rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23)),
+        )
+        expected = linear(rules, inp)
+        assert [f.rule for f in route(rules, inp).fired] == expected
+        assert [f.rule for f in route(list(rules), inp).fired] == expected
+
+
+def test_evaluation_is_deterministic_and_leaves_the_input_alone() -> None:
+    rules = parse_rules({"rules": RULES})
+    attributes = {"tier": "vip"}
+    inp = msg(customer=attributes, body="refund", received_at=utc(2026, 3, 2, 20))
+    assert route(rules, inp) == route(rules, inp)
+    assert attributes == {"tier": "vip"}
+
+
+def test_a_rule_set_is_a_tuple_of_rules() -> None:
+    rules = parse_rules({"rules": RULES})
+    assert isinstance(rules, tuple)
+    assert rules == tuple(rules)
+    assert re.fullmatch(r"[\w-]+", rules[0].name)
