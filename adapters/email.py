@@ -158,11 +158,16 @@ class SmtpServer:
     """The inbound SMTP listener on the gateway's own event loop."""
 
     def __init__(
-        self, settings: EmailSettings, inboxes: Iterable[InboxSettings], clock: Clock = utc_now
+        self,
+        settings: EmailSettings,
+        inboxes: Iterable[InboxSettings],
+        clock: Clock = utc_now,
+        reuse_port: bool = False,
     ) -> None:
         self.settings = settings
         self.inboxes = tuple(inboxes)
         self.clock = clock
+        self.reuse_port = reuse_port  # several serving processes share the SMTP port
         self._server: asyncio.AbstractServer | None = None
 
     @property
@@ -201,7 +206,9 @@ class SmtpServer:
             )
 
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(protocol, conf.host, conf.port)
+        self._server = await loop.create_server(
+            protocol, conf.host, conf.port, reuse_port=self.reuse_port or None
+        )
         log.info("SMTP intake listening on %s:%s", conf.host, self.port)
 
     async def stop(self) -> None:

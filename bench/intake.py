@@ -158,9 +158,13 @@ class Server:
         return float("nan")
 
     def cpu_seconds(self) -> float:
-        """User + system time of the server's process (all its threads)."""
-        t = self.ps.cpu_times()
-        return t.user + t.system
+        """User + system time of the server's processes (all threads, forked workers too)."""
+        total = 0.0
+        for proc in [self.ps, *self.ps.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
 
 
 def helpline_config(work: Path, port: int) -> Path:
@@ -185,10 +189,19 @@ rate_limit_per_minute = 100000000
     return config
 
 
-def helpline_command(config: Path, port: int) -> list[str]:
+def helpline_command(config: Path, port: int, workers: int = 1) -> list[str]:
     script = Path(sys.executable).with_name("helpline")
     entry = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
-    return [*entry, "serve", "--config", str(config), "--port", str(port)]
+    return [
+        *entry,
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
 
 
 def start(name: str, command: list[str], port: int, work: Path) -> Server:
@@ -299,7 +312,7 @@ def run_one(
 ) -> Result:
     port = free_port()
     if name == "helpline":
-        command = helpline_command(helpline_config(work, port), port)
+        command = helpline_command(helpline_config(work, port), port, args.workers)
     else:
         command = [
             sys.executable, "-m", "bench.reference_server",
@@ -393,6 +406,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="print the helpline pid first")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="helpline serving processes (`helpline serve --workers N`)",
+    )
     return p.parse_args(argv)
 
 

@@ -30,6 +30,9 @@ class ServiceSettings:
     secret_key_env: str = "HELPLINE_SECRET_KEY"
     log_level: str = "info"
     language: str = "en"
+    # Serving processes sharing the port; more than one uses more cores (the first process
+    # alone polls IMAP and Telegram)
+    workers: int = 1
 
 
 @dataclass(frozen=True)

@@ -70,9 +70,14 @@ def load_secret(settings: Settings) -> bytes:
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it first: use theirs
+        return path.read_bytes().strip()
     with os.fdopen(fd, "wb") as fh:
         fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
     return key
 
 
@@ -86,6 +91,11 @@ def chat_adapters(settings: Settings, env: Mapping[str, str]) -> dict[str, ChatA
             settings.telegram, env, public_url=settings.service.public_url
         )
     return found
+
+
+def polls(chat: ChatAdapter, settings: Settings) -> bool:
+    """Whether this adapter pulls updates itself (must run in one process only)."""
+    return chat.channel == "telegram" and settings.telegram.mode == "polling"
 
 
 def team_channel(settings: Settings) -> ThreadRef | None:
@@ -119,7 +129,11 @@ def create_app(
     adapters: dict[str, ChannelAdapter] | None = None,
     env: Mapping[str, str] | None = None,
     migrate: bool = True,
+    leader: bool = True,
+    reuse_port: bool = False,
 ) -> web.Application:
+    """The application. With several serving processes, only the ``leader`` polls (IMAP,
+    Telegram long polling); all of them listen, with ``reuse_port``, and deliver the outbox."""
     env = os.environ if env is None else env
     metrics = Metrics()
     app = web.Application(
@@ -166,10 +180,13 @@ def create_app(
 
     async def inbound_context(app: web.Application) -> AsyncIterator[None]:
         """Inbound listeners start after the core is up and stop before it goes down."""
-        sources: list[InboundSource] = [*chats.values()]
+        sources: list[InboundSource] = [
+            chat for chat in chats.values() if leader or not polls(chat, settings)
+        ]
         if settings.email.smtp_server.enabled:
-            sources.append(SmtpServer(settings.email, settings.inboxes, clock))
-        sources += pollers_from_settings(settings.email, env)
+            sources.append(SmtpServer(settings.email, settings.inboxes, clock, reuse_port))
+        if leader:
+            sources += pollers_from_settings(settings.email, env)
         for source in sources:
             await source.start(app[HUB])
         app[INBOUND] = sources

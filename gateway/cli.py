@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +22,7 @@ from core.errors import HelplineError
 from core.persistence.database import Database, open_database
 from core.persistence.migrate import upgrade
 from core.ports import utc_now
-from gateway.app import create_app
+from gateway.app import create_app, load_secret
 
 DEFAULT_CONFIG = "config.example.toml"
 
@@ -46,14 +49,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
     port = args.port if args.port is not None else settings.service.port
     host = args.host or settings.service.host
-    app = create_app(settings)
-    print(
-        f"helpline serving on http://{host}:{port} (database: "
-        f"{settings.database.url.split('://', 1)[0]})",
-        flush=True,
-    )
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    workers = args.workers if args.workers is not None else settings.service.workers
+    if workers < 1:
+        raise HelplineError("--workers must be at least 1")
+    db = _database(settings)
+    upgrade(db)  # once, before any worker starts
+    load_secret(settings)  # likewise: created once, then read by every worker
+    db.run_sync(lambda conn: None)  # nothing open may cross the fork below
+    children = _fork_workers(workers - 1)
+    leader = children is not None  # the first process leads; forked workers only serve
+    app = create_app(settings, migrate=False, leader=leader, reuse_port=workers > 1)
+    if leader:
+        print(
+            f"helpline serving on http://{host}:{port} with {workers} worker(s) (database: "
+            f"{settings.database.url.split('://', 1)[0]})",
+            flush=True,
+        )
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log=None, reuse_port=workers > 1)
+    finally:
+        for pid in children or ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children or ():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
     return 0
+
+
+def _fork_workers(count: int) -> list[int] | None:
+    """Start ``count`` more serving processes sharing the port (SO_REUSEPORT): the GIL limits
+    one process to one core, and the database still serializes only the writes.
+    Returns the children's pids in the first process, None in a forked worker."""
+    children = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            return None
+        children.append(pid)
+    return children
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -178,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", default=argparse.SUPPRESS)
     serve.add_argument("--port", type=int)
     serve.add_argument("--host")
+    serve.add_argument("--workers", type=int, help="serving processes (default: service.workers)")
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")

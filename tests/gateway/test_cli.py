@@ -173,3 +173,45 @@ async def test_serve_demo_and_api_end_to_end(config: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
+
+
+async def test_serve_with_two_workers_shares_the_port(config: Path) -> None:
+    import asyncio
+
+    import psutil
+
+    port = int(config.read_text().split("port = ")[1].split("\n")[0])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--config", str(config), "serve", "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if (await http.get(f"{base}/healthz")).status == 200:
+                        break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "helpline serve did not come up"
+                await asyncio.sleep(0.2)
+            assert len(psutil.Process(proc.pid).children()) == 1  # one forked worker
+            responses = await asyncio.gather(
+                *(
+                    http.post(
+                        f"{base}/api/v1/messages",
+                        json={"email": f"c{i}@example.org", "body": f"problem {i}"},
+                    )
+                    for i in range(20)
+                )
+            )
+            numbers = sorted([(await r.json())["ticket"]["number"] for r in responses])
+            assert numbers == list(range(1, 21))
+        worker = psutil.Process(proc.pid).children()[0]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    worker.wait(timeout=15)  # the worker went down with the first process
