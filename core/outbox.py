@@ -161,10 +161,12 @@ def from_payload(payload: dict[str, Any]) -> OutboundMessage:
 def backoff(
     attempts: int, settings: OutboxSettings, retry_after: float | None, rng: random.Random
 ) -> float:
-    """Seconds to wait before the next attempt: exponential with jitter, never below retry-after."""
+    """Seconds to wait before the next attempt: what the channel asked for (its retry-after),
+    else exponential with jitter."""
+    if retry_after is not None:
+        return retry_after  # waiting longer than the platform asks only delays the message
     base = min(settings.backoff_max_seconds, settings.backoff_base_seconds * 2 ** (attempts - 1))
-    delay = base * (0.5 + rng.random() / 2)
-    return max(delay, retry_after or 0.0)
+    return base * (0.5 + rng.random() / 2)
 
 
 def claim_due(
@@ -222,39 +224,51 @@ class Dispatcher:
         self.settings = settings
         self.clock = clock
         self.rng = rng or random.Random()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
     def wake(self) -> None:
-        self._wake.set()
+        for event in self._wakes.values():
+            event.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-dispatcher")
+        # One lane per channel. A batch ends with its slowest row, and a paced destination is
+        # slow (a Slack channel takes 1 message/s, so its PER_DESTINATION rows take 4 s): in
+        # one shared batch it held every other channel's deliveries up for that long.
+        for channel in sorted(self.adapters):
+            self._wakes[channel] = asyncio.Event()
+            task = asyncio.create_task(self._run(channel), name=f"outbox-dispatcher-{channel}")
+            self._tasks.append(task)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
-    async def _run(self) -> None:
+    async def _run(self, channel: str) -> None:
+        wake = self._wakes[channel]
         while True:
+            wake.clear()  # before the claim: a wake-up during it is not lost
             try:
-                busy = await self.dispatch_once()
+                busy = await self.dispatch_once(channels=[channel])
             except Exception:
                 log.exception("outbox dispatch failed")
                 busy = 0
             if busy:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+                await asyncio.wait_for(wake.wait(), self.settings.poll_seconds)
 
-    async def dispatch_once(self, now: datetime | None = None) -> int:
-        """Deliver the rows due now; returns how many were attempted."""
-        if not self.adapters:
+    async def dispatch_once(
+        self, now: datetime | None = None, channels: list[str] | None = None
+    ) -> int:
+        """Deliver the rows due now (of these channels; default all); returns how many were
+        attempted."""
+        channels = sorted(self.adapters if channels is None else set(channels) & set(self.adapters))
+        if not channels:
             return 0
         now = now or self.clock()
-        channels = sorted(self.adapters)
         rows = await self.db.write(
             lambda c: claim_due(
                 c, channels, now, self.settings.lease_seconds, self.settings.batch_size

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ class RateGate:
         self.margin = margin
         self._reserved: dict[str, list[float]] = {}
         self._held: dict[str, float] = {}
+        self._departed: dict[str, deque[float]] = {}
 
     def reserve(self, paces: list[Pace], now: float) -> float:
         """Book the earliest instant >= now that keeps every pace; returns it."""
@@ -70,6 +72,26 @@ class RateGate:
         delay = self.reserve(paces, self.clock()) - self.clock()
         if delay > 0:
             await self.sleep(delay)
+        # A busy event loop may wake us late, next to a message that left on time: check what
+        # really departed, so a late message waits instead of crowding the next window.
+        while (late := self._too_soon(paces)) > 0:
+            await self.sleep(late)
+        now = self.clock()
+        for pace in paces:
+            departed = self._departed.get(pace.key)
+            if departed is None or departed.maxlen != pace.count:
+                departed = self._departed[pace.key] = deque(departed or (), maxlen=pace.count)
+            departed.append(now)
+
+    def _too_soon(self, paces: list[Pace]) -> float:
+        """Seconds until one more departure keeps every window, by actual departure times."""
+        now = self.clock()
+        wait = 0.0
+        for pace in paces:
+            departed = self._departed.get(pace.key)
+            if departed is not None and len(departed) >= pace.count:
+                wait = max(wait, departed[0] + pace.per * (1 + self.margin) - now)
+        return wait
 
     def hold(self, key: str, seconds: float) -> None:
         """The platform said "retry after": nothing goes to this key before then."""

@@ -144,4 +144,5 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert all(1 <= d <= 2 for d in delays[:1])
     assert all(d <= 60 for d in delays)
     assert delays[3] > delays[0]
-    assert backoff(1, settings, 300, rng) == 300
+    assert backoff(1, settings, 300, rng) == 300  # the platform's retry-after, exactly
+    assert backoff(5, settings, 1, rng) == 1

@@ -46,12 +46,39 @@ def test_retry_after_holds_the_key() -> None:
 
 
 async def test_wait_sleeps_until_the_reserved_instant() -> None:
-    slept: list[float] = []
+    """Three waits issued at once (as concurrent senders do) leave 1.02 s apart."""
+    import asyncio
+
+    now = [0.0]
+    departures: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
-        slept.append(seconds)
+        start = now[0]
+        await asyncio.sleep(0)  # let the other senders book their slots meanwhile
+        now[0] = max(now[0], round(start + seconds, 6))
 
-    gate = RateGate(clock=lambda: 0.0, sleep=fake_sleep)
-    for _ in range(3):
+    gate = RateGate(clock=lambda: now[0], sleep=fake_sleep)
+
+    async def send() -> None:
         await gate.wait([Pace("k", 1, 1.0)])
-    assert slept == [1.02, 2.04]
+        departures.append(now[0])
+
+    await asyncio.gather(*(send() for _ in range(3)))
+    assert departures == [0.0, 1.02, 2.04]
+
+
+async def test_a_late_wake_up_waits_instead_of_crowding_the_window() -> None:
+    """The event loop was busy: the first message left 0.5 s late, right before the second's slot."""
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds + (0.5 if len(slept) == 1 else 0.0)  # the first wake-up is late
+
+    gate = RateGate(clock=lambda: now[0], sleep=sleep)
+    await gate.wait([Pace("k", 1, 1.0)])  # leaves at 0
+    await gate.wait([Pace("k", 1, 1.0)])  # booked for 1.02, woken at 1.52
+    await gate.wait([Pace("k", 1, 1.0)])  # booked for 2.04: only 0.52 after the last one
+    departures = [0.0, 1.52]
+    assert now[0] >= departures[-1] + 1.0  # waited until a full second after the late one
