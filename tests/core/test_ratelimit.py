@@ -68,7 +68,7 @@ async def test_wait_sleeps_until_the_reserved_instant() -> None:
 
 
 async def test_a_late_wake_up_waits_instead_of_crowding_the_window() -> None:
-    """The event loop was busy: the first message left 0.5 s late, right before the second's slot."""
+    """A busy loop woke the second sender 0.5 s late; the third must keep 1 s after it."""
     now = [0.0]
     slept: list[float] = []
 
