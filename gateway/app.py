@@ -36,6 +36,7 @@ from gateway.hub import ChannelHub, KbCache
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import render, routes, templates
+from gateway.reports_api import reports
 from gateway.state import (
     DISPATCHER,
     HELPDESK,
@@ -58,7 +59,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     VERSION = "0.0.0"
 
 
-API = (api, admin)  # every REST route lives in one of these registries
+API = (api, admin, reports)  # every REST route lives in one of these registries
 
 
 def load_secret(settings: Settings) -> bytes:

@@ -22,6 +22,7 @@ from core.errors import HelplineError
 from core.persistence.database import Database, open_database
 from core.persistence.migrate import upgrade
 from core.ports import utc_now
+from gateway import report_cli
 from gateway.app import create_app, load_secret
 
 DEFAULT_CONFIG = "config.example.toml"
@@ -269,6 +270,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--tickets", type=int, default=300)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
+
+    report_cli.add_parser(sub)
     return p
 
 

@@ -131,6 +131,7 @@ class Ticket(Base):
     __table_args__ = (
         Index("ix_tickets_status_updated", "status", "updated_at"),
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
+        Index("ix_tickets_resolved_at", "resolved_at"),  # reports: resolved in a period
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger, unique=True)
@@ -208,6 +209,11 @@ class TicketEvent(Base):
     """Append-only history: every change, who or what made it, and why."""
 
     __tablename__ = "ticket_events"
+    __table_args__ = (
+        # reports: the period's events of one kind; one kind of a ticket's events (replies)
+        Index("ix_ticket_events_kind_at", "kind", "at"),
+        Index("ix_ticket_events_ticket_kind", "ticket_id", "kind"),
+    )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     at: Mapped[datetime]
@@ -232,7 +238,10 @@ class SurveyResponse(Base):
     """One answer per (ticket, kind): a second click is refused by the unique constraint."""
 
     __tablename__ = "survey_responses"
-    __table_args__ = (UniqueConstraint("ticket_id", "kind"),)
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "kind"),
+        Index("ix_survey_responses_kind_created", "kind", "created_at"),  # reports
+    )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
     kind: Mapped[str] = mapped_column(String(10))

@@ -215,3 +215,15 @@ async def test_serve_with_two_workers_shares_the_port(config: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
     worker.wait(timeout=15)  # the worker went down with the first process
+
+
+def test_report_prints_the_kpis(config: Path) -> None:
+    helpline("demo", "--tickets", "40", config=config)
+    table = helpline("report", config=config).stdout
+    assert "First response" in table and "CSAT" in table
+    import json as json_module
+
+    data = json_module.loads(helpline("report", "--format", "json", config=config).stdout)
+    # the demo answers most of its 40 tickets within the default 30-day period
+    assert 0 < data["first_response"]["count"] <= 40
+    assert data["first_response"]["p50"] <= data["first_response"]["p90"]
