@@ -203,12 +203,16 @@ class RecordingGate(RateGate):
         super().__init__(clock=lambda: time.monotonic() * speedup, sleep=sleep)
         self.speedup = speedup
         self.released: list[tuple[str, float, float]] = []  # last key, booked, left (real s)
+        self._booked: dict[object, float] = {}
+
+    def reserve(self, paces: list[Pace], now: float) -> float:
+        booked = super().reserve(paces, now)
+        self._booked[asyncio.current_task()] = booked  # concurrent senders each have a slot
+        return booked
 
     async def wait(self, paces: list[Pace]) -> None:
-        booked = self.reserve(paces, self.clock())
-        delay = booked - self.clock()
-        if delay > 0:
-            await self.sleep(delay)
+        await super().wait(paces)  # the adapters' own pacing, departure check included
+        booked = self._booked.pop(asyncio.current_task())
         self.released.append((paces[-1].key, booked / self.speedup, time.monotonic()))
 
 
