@@ -145,7 +145,12 @@ def create_app(
     app[TEMPLATES] = templates()
     app[INTAKE_LIMITER] = RateLimiter(settings.intake.rate_limit_per_minute)
     app[METRICS] = metrics
-    chats = chat_adapters(settings, env)
+    # a polling adapter runs in the leader alone (two pollers would steal each other's updates)
+    chats = {
+        name: chat
+        for name, chat in chat_adapters(settings, env).items()
+        if leader or not polls(chat, settings)
+    }
     kb = app[KB] = KbCache()
 
     async def core_context(app: web.Application) -> AsyncIterator[None]:
@@ -181,9 +186,7 @@ def create_app(
 
     async def inbound_context(app: web.Application) -> AsyncIterator[None]:
         """Inbound listeners start after the core is up and stop before it goes down."""
-        sources: list[InboundSource] = [
-            chat for chat in chats.values() if leader or not polls(chat, settings)
-        ]
+        sources: list[InboundSource] = [*chats.values()]
         if settings.email.smtp_server.enabled:
             sources.append(SmtpServer(settings.email, settings.inboxes, clock, reuse_port))
         if leader:
