@@ -268,13 +268,26 @@ class Dovecot:
 
     @contextlib.contextmanager
     def client(self) -> Iterator[IMAPClient]:
-        client = IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
+        client = self._login()
         try:
-            client.login(self.user, self.password)
             yield client
         finally:
             with contextlib.suppress(Exception):
                 client.logout()
+
+    def _login(self, attempts: int = 4) -> IMAPClient:
+        """A logged-in test client. Retried: right after a (re)start, on a busy machine,
+        Dovecot's auth process can take longer than one socket timeout to answer."""
+        for attempt in range(attempts):
+            try:
+                client = IMAPClient(self.host, port=self.port, ssl=False, timeout=15)
+                client.login(self.user, self.password)
+                return client
+            except (OSError, IMAPClient.Error):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def append(self, raw: bytes, folder: str = "INBOX", flags: Sequence[str] = ()) -> int:
         """Deliver a message into ``folder`` (created if missing); returns its UID."""
