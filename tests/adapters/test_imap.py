@@ -43,7 +43,9 @@ def mail(n: int, *, subject: str = "", body: str = "", message_id: bool = True) 
     return ("\r\n".join(headers) + "\r\n\r\n" + (body or f"Help me with {n}.") + "\r\n").encode()
 
 
-async def eventually(check: Callable[[], Awaitable[object] | object], timeout: float = 8.0) -> None:
+async def eventually(
+    check: Callable[[], Awaitable[object] | object], timeout: float = 15.0
+) -> None:
     """Wait until ``check()`` (sync or async) is truthy."""
     deadline = time.monotonic() + timeout
     while True:
