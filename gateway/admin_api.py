@@ -43,9 +43,7 @@ def _entry_id(request: web.Request) -> int:
 )
 async def list_quarantine(request: web.Request) -> web.Response:
     await principal(request, Role.ADMIN)
-    limit = query_int(request, "limit", 100)
-    if not 1 <= limit <= 200:
-        raise InvalidInput("limit must be between 1 and 200", "limit")
+    limit = query_int(request, "limit", 100, low=1, high=200)
     pending_only = request.query.get("all", "").lower() not in ("1", "true", "yes")
     rows = await request.app[HELPDESK].db.read(
         lambda c: quarantine.entries(c, pending_only=pending_only, limit=limit)

@@ -516,9 +516,7 @@ async def get_outbox(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status not in (None, "queued", "sending", "sent", "dead"):
         raise InvalidInput("status must be queued, sending, sent or dead", "status")
-    limit = query_int(request, "limit", 100)
-    if not 1 <= limit <= 200:
-        raise InvalidInput("limit must be between 1 and 200", "limit")
+    limit = query_int(request, "limit", 100, low=1, high=200)
     rows = await request.app[HELPDESK].db.read(lambda c: queries.list_outbox(c, status, limit))
     return web.json_response(
         {

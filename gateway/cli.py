@@ -39,6 +39,13 @@ def _database(settings: Settings) -> Database:
     return open_database(settings.database.url, durable=settings.database.durable)
 
 
+def _migrated(settings: Settings) -> Database:
+    """The database, brought up to date first: every command may be the first one run."""
+    db = _database(settings)
+    upgrade(db)
+    return db
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(
@@ -53,10 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else settings.service.workers
     if workers < 1:
         raise HelplineError("--workers must be at least 1")
-    db = _database(settings)
-    upgrade(db)  # once, before any worker starts
+    db = _migrated(settings)  # once, before any worker starts
+    asyncio.run(db.close())  # no open database connection may cross the fork below
     load_secret(settings)  # likewise: created once, then read by every worker
-    db.run_sync(lambda conn: None)  # nothing open may cross the fork below
     children = _fork_workers(workers - 1)
     leader = children is not None  # the first process leads; forked workers only serve
     app = create_app(settings, migrate=False, leader=leader, reuse_port=workers > 1)
@@ -101,8 +107,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_agent_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    db = _database(settings)
-    upgrade(db)
+    db = _migrated(settings)
     skills = tuple(s.strip() for s in (args.skills or "").split(",") if s.strip())
     agent_id = db.run_sync(
         lambda c: accounts.add_agent(
@@ -124,8 +129,7 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
 
 def cmd_agent_link(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    db = _database(settings)
-    upgrade(db)
+    db = _migrated(settings)
     links = [("slack", args.slack), ("telegram", args.telegram)]
     if not any(user for _, user in links):
         raise HelplineError("give --slack USER_ID and/or --telegram USER_ID")
@@ -138,8 +142,7 @@ def cmd_agent_link(args: argparse.Namespace) -> int:
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    db = _database(settings)
-    upgrade(db)
+    db = _migrated(settings)
     token = db.run_sync(
         lambda c: accounts.create_token(
             c,
@@ -168,8 +171,7 @@ def cmd_kb_import(args: argparse.Namespace) -> int:
     if not path.exists():
         raise HelplineError(f"{path}: no such file or folder")
     articles = kb.read_articles(path)
-    db = _database(settings)
-    upgrade(db)
+    db = _migrated(settings)
     created = 0
     now = utc_now()
     for i, article in enumerate(articles, start=1):
@@ -197,8 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import seed
 
     settings = _settings(args)
-    db = _database(settings)
-    upgrade(db)
+    _migrated(settings)
     summary = asyncio.run(seed(settings, tickets=args.tickets, seed=args.seed))
     print(summary)
     return 0

@@ -121,14 +121,25 @@ def field_str(
     return value
 
 
-def query_int(request: web.Request, name: str, default: int) -> int:
+def query_int(
+    request: web.Request,
+    name: str,
+    default: int,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+) -> int:
+    """An integer query parameter, optionally within [low, high]; InvalidInput names it."""
     raw = request.query.get(name)
     if raw is None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be an integer", name) from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidInput(f"{name} must be between {low} and {high}", name)
+    return value
 
 
 def path_number(request: web.Request) -> int:

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from core import reports as kpis
-from core.persistence.migrate import upgrade
 from core.ports import utc_now
 from gateway.reports_api import csv_text, dashboard_rows, parse_filter, plain, rows
 
@@ -114,7 +113,7 @@ def render(board: kpis.Dashboard) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gateway.cli import _database, _settings  # the CLI's own config lookup (lazy: no cycle)
+    from gateway.cli import _migrated, _settings  # the CLI's own config lookup (lazy: no cycle)
 
     query = {
         "since": args.since,
@@ -125,8 +124,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         "priority": args.priority,
     }
     f = parse_filter({k: v for k, v in query.items() if v is not None}, utc_now())
-    db = _database(_settings(args))
-    upgrade(db)
+    db = _migrated(_settings(args))
 
     def read(conn: Any) -> Any:
         kpis.check_filter(conn, f)
