@@ -21,7 +21,7 @@ from core.desk import Actor
 from core.errors import AlreadyClaimed, HelplineError, InvalidTransition, NotFound
 from core.helpdesk import Helpdesk
 from core.messages import Interaction, InteractionReply
-from core.once import first_time
+from core.once import first_time, forget
 from core.tickets import ACTIVE, TicketStatus, parse_priority
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,12 @@ class Interactions:
                 f"Ticket #{err.ticket_number} is already claimed by {err.holder}."
             )
         except HelplineError as err:
-            return InteractionReply(str(err))
+            return InteractionReply(str(err))  # a domain answer is final, like a success
+        except Exception:
+            # a failure of ours (the database went away): forget we saw it, so the platform's
+            # retry of this very delivery does the work instead of being taken for a duplicate
+            await helpdesk.db.write(lambda c: forget(c, scope, interaction.external_id))
+            raise
 
     async def _dispatch(self, i: Interaction) -> str:
         handlers: dict[str, Callable[[Interaction], Awaitable[str]]] = {
