@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -87,6 +89,8 @@ class Team(Base):
     __tablename__ = "teams"
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # round-robin assignment: the team's previous pick
+    last_assigned_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Agent(Base):
@@ -102,6 +106,15 @@ class Agent(Base):
     # Who the agent is in the team chat, so a click or a thread reply is theirs
     slack_user_id: Mapped[str | None] = mapped_column(String(50), unique=True)
     telegram_user_id: Mapped[str | None] = mapped_column(String(50), unique=True)
+    # Assignment: region code ("eu", "us"...), away (holiday, sick), working hours in their time
+    # zone ("mon,tue,wed,thu,fri" and "09:00-17:00"; empty = any day, all day)
+    region: Mapped[str] = mapped_column(String(50), default="", server_default="")
+    away: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    working_days: Mapped[str] = mapped_column(String(50), default="", server_default="")
+    working_hours: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    # Dashboard sign-in (scrypt, "scrypt$n$r$p$salt$hash"); None = no password set
+    password_hash: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime]
 
 
@@ -132,6 +145,7 @@ class Ticket(Base):
         Index("ix_tickets_status_updated", "status", "updated_at"),
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
         Index("ix_tickets_resolved_at", "resolved_at"),  # reports: resolved in a period
+        Index("ix_tickets_status_priority", "status", "priority"),  # SLA sweep, live queue
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger, unique=True)
@@ -159,6 +173,13 @@ class Ticket(Base):
     closed_at: Mapped[datetime | None]
     first_response_due: Mapped[datetime | None]
     resolution_due: Mapped[datetime | None]
+    # "ticket", or "task": raised by a proactive rule for an agent, never answered to anyone
+    kind: Mapped[str] = mapped_column(String(10), default="ticket", server_default="ticket")
+    # SLA: the policy the due times come from; the warnings and breaches already fired
+    # ("breach:resolution"...); since when the clock is stopped (pending on the customer)
+    sla_policy: Mapped[str | None] = mapped_column(String(100))
+    sla_fired: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    paused_since: Mapped[datetime | None]
 
 
 class Message(Base):
@@ -308,6 +329,16 @@ class Quarantine(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
+
+
+class SchedulerJob(Base):
+    """APScheduler's persistent job store (SQLAlchemyJobStore), declared here so migrations
+    create it and the schema check knows it; the scheduler reads and writes it."""
+
+    __tablename__ = "apscheduler_jobs"
+    id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
+    next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
+    job_state: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def table_of(model: type[Base]) -> Table:
