@@ -8,7 +8,7 @@ adapters render them as buttons, email as signed one-click links.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bots.templates import render
 from core.config import BotSettings
@@ -20,7 +20,6 @@ from core.events import (
     TicketOpened,
     TicketResolved,
 )
-from core.kb_search import KbIndex
 from core.links import ActionLinks
 from core.messages import Action, Channel, OutboundMessage
 from core.tickets import MessageKind
@@ -38,17 +37,17 @@ class CustomerBot:
         *,
         settings: BotSettings | None = None,
         links: ActionLinks | None = None,
-        kb: Callable[[], KbIndex | None] = lambda: None,
     ) -> None:
         self.service_name = service_name
         self.language = language
         self.settings = settings or BotSettings()
         self.links = links
-        self.kb = kb
 
     def __call__(self, event: Event, ticket: TicketView) -> Sequence[Outgoing]:
         if ticket.bouncing:
             return ()  # the address bounces: writing to it again only makes more bounces
+        if ticket.kind == "task":
+            return ()  # a task is work for an agent: the customer never hears of it
         if isinstance(event, TicketOpened):
             return [self._acknowledge(event, ticket)]
         if isinstance(event, MessageAppended) and event.kind == MessageKind.OUTBOUND.value:
@@ -88,37 +87,31 @@ class CustomerBot:
 
     def _acknowledge(self, event: TicketOpened, ticket: TicketView) -> Outgoing:
         lang = self._lang(ticket)
-        text = render(
-            "ack",
-            lang,
-            name=ticket.customer_name or ticket.customer_email or "",
-            service=self.service_name,
-            number=ticket.number,
-            status_url=ticket.status_url,
-        )
-        actions: list[Action] = []
-        index = self.kb()
-        suggestions = (
-            index.suggest(
-                f"{event.subject}\n{event.text}",
-                ticket.language,
-                limit=self.settings.kb_suggestions,
+        if event.auto_reply is not None:  # a routing rule's reply stands in for the greeting
+            text = event.auto_reply + render("ack_link", lang, status_url=ticket.status_url)
+        else:
+            text = render(
+                "ack",
+                lang,
+                name=ticket.customer_name or ticket.customer_email or "",
+                service=self.service_name,
+                number=ticket.number,
+                status_url=ticket.status_url,
             )
-            if index
-            else []
-        )
+        actions: list[Action] = []
+        suggestions = event.suggestions  # searched once, by the intake
         if suggestions:
-            urls = [self._article_url(s.slug) for s in suggestions]
+            urls = [self._article_url(slug) for slug, _ in suggestions]
             text += render(
                 "ack_kb",
                 lang,
                 articles="\n".join(
-                    f"- {s.title}: {url}" for s, url in zip(suggestions, urls, strict=True)
+                    f"- {title}: {url}" for (_, title), url in zip(suggestions, urls, strict=True)
                 ),
             )
             actions = [
-                Action("kb_article", s.title[:70], url)
-                for s, url in zip(suggestions, urls, strict=True)
+                Action("kb_article", title[:70], url)
+                for (_, title), url in zip(suggestions, urls, strict=True)
             ]
             actions += [
                 self._button(ticket, KB_SOLVED, render("kb_solved", lang), "yes"),

@@ -12,6 +12,7 @@ TEXTS: dict[str, dict[str, str]] = {
             "and opened ticket #$number. An agent will answer you soon.\n\n"
             "You can follow the ticket and reply at any time here:\n$status_url\n"
         ),
+        "ack_link": "\n\nYou can follow the ticket and reply at any time here:\n$status_url\n",
         "ack_kb": "\nThese articles might already answer your question:\n$articles\n",
         "kb_solved": "This solved it",
         "kb_more": "I still need help",
@@ -41,6 +42,7 @@ TEXTS: dict[str, dict[str, str]] = {
             "$name 您好，\n\n感谢您联系$service。我们已收到您的消息，并创建了工单 #$number。"
             "客服人员会尽快回复您。\n\n您可以随时在这里查看工单并回复：\n$status_url\n"
         ),
+        "ack_link": "\n\n您可以随时在这里查看工单并回复：\n$status_url\n",
         "ack_kb": "\n以下文章也许能解答您的问题：\n$articles\n",
         "kb_solved": "问题已解决",
         "kb_more": "我仍需要帮助",

@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
+from core.assign import STRATEGIES, zone
 from core.errors import ConfigError
+from core.routing import RuleSet, load_rules_file, parse_rules
+from core.sla import SlaSettings, parse_sla
+from core.tables import build
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,33 @@ class InboxSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    # A TOML file of more [[rules]], evaluated after the ones in this file; re-read on SIGHUP
+    rules_file: str = ""
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """Periodic jobs, run by the leading process (see docs/sla.md)."""
+
+    enabled: bool = True
+    sla_sweep_seconds: float = 60.0  # how often warnings and breaches are looked for
+    proactive_minutes: float = 15.0  # how often proactive rules run
+    digest_time: str = "08:00"  # supervisors' daily digest, "HH:MM" in digest_timezone; "" = off
+    digest_timezone: str = "UTC"
+
+    @property
+    def digest_at(self) -> tuple[int, int]:
+        """(hour, minute) of ``digest_time``; ValueError when it is not HH:MM."""
+        hour, sep, minute = self.digest_time.partition(":")
+        if not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2):
+            raise ValueError(self.digest_time)
+        if int(hour) > 23 or int(minute) > 59:
+            raise ValueError(self.digest_time)
+        return int(hour), int(minute)
+
+
+@dataclass(frozen=True)
 class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -195,6 +225,11 @@ class Settings:
     slack: SlackSettings = field(default_factory=SlackSettings)
     bots: BotSettings = field(default_factory=BotSettings)
     inboxes: tuple[InboxSettings, ...] = ()
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    # parsed by their own modules: [[rules]] (core.routing), [sla] (core.sla)
+    rules: RuleSet = field(default_factory=RuleSet)
+    sla: SlaSettings = field(default_factory=SlaSettings)
     source: str = ""
 
     @property
@@ -217,7 +252,7 @@ def load_settings(path: str | Path | None, env: dict[str, str] | None = None) ->
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: invalid TOML: {err}") from None
-    settings = parse_settings(table)
+    settings = parse_settings(table, Path(path).parent if path is not None else None)
     if url := env.get("HELPLINE_DATABASE_URL"):
         settings = dataclasses.replace(
             settings, database=dataclasses.replace(settings.database, url=url)
@@ -225,12 +260,34 @@ def load_settings(path: str | Path | None, env: dict[str, str] | None = None) ->
     return dataclasses.replace(settings, source=str(path or ""))
 
 
-def parse_settings(table: dict[str, Any]) -> Settings:
+def parse_settings(table: dict[str, Any], base: Path | None = None) -> Settings:
+    """``base``: the directory relative file names (``routing.rules_file``) are read from."""
     table = {k: v for k, v in table.items()}
     table.pop("source", None)
-    settings = _build(Settings, table, "")
+    rules, sla = table.pop("rules", []), table.pop("sla", {})
+    settings = build(Settings, table, "")
     _check(settings)
-    return settings
+    return dataclasses.replace(
+        settings,
+        rules=management_rules(settings, rules, base),
+        sla=parse_sla(sla, reassign_strategies=STRATEGIES),
+    )
+
+
+def management_rules(settings: Settings, rules: Any, base: Path | None) -> RuleSet:
+    """The config file's [[rules]], then the rules file's (``routing.rules_file``)."""
+    found = parse_rules({"rules": rules})
+    if settings.routing.rules_file:
+        path = Path(settings.routing.rules_file)
+        if base is not None and not path.is_absolute():
+            path = base / path
+        from_file = load_rules_file(path)
+        names = {rule.name for rule in found}
+        for rule in from_file:
+            if rule.name in names:
+                raise ConfigError(f"{path}: rule {rule.name!r} is also defined in the config file")
+        found = RuleSet((*found, *from_file))
+    return found
 
 
 def _check(settings: Settings) -> None:
@@ -266,51 +323,22 @@ def _check(settings: Settings) -> None:
     names = [inbox.name for inbox in settings.inboxes]
     if len(names) != len(set(names)):
         raise ConfigError("inboxes: two inboxes have the same name")
+    scheduler = settings.scheduler
+    if scheduler.sla_sweep_seconds < 1 or scheduler.proactive_minutes < 1:
+        raise ConfigError("scheduler: sla_sweep_seconds and proactive_minutes must be at least 1")
+    if scheduler.digest_time:
+        try:
+            scheduler.digest_at  # noqa: B018 (validates)
+        except ValueError:
+            raise ConfigError(
+                f"scheduler.digest_time: {scheduler.digest_time!r} is not HH:MM"
+            ) from None
+    try:
+        zone(scheduler.digest_timezone)
+    except ValueError:
+        raise ConfigError(
+            f"scheduler.digest_timezone: unknown time zone {scheduler.digest_timezone!r}"
+        ) from None
     for key in ("max_attempts", "batch_size"):
         if getattr(settings.outbox, key) < 1:
             raise ConfigError(f"outbox.{key}: must be at least 1")
-
-
-def _build(cls: type, table: Any, where: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where or 'config'}: expected a table")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"{key}: unknown setting")
-    values = {}
-    for name, value in table.items():
-        key = f"{where}.{name}" if where else name
-        values[name] = _convert(hints[name], value, key)
-    try:
-        return cls(**values)
-    except TypeError as err:
-        missing = str(err).rsplit(":", 1)[-1].strip()
-        raise ConfigError(f"{where}: missing required setting {missing}") from None
-
-
-def _convert(hint: Any, value: Any, key: str) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = [a for a in get_args(hint) if a is not type(None)]
-        return _convert(options[0], value, key)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list")
-        (item,) = get_args(hint)[:1]
-        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table")
-        return dict(value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (str, int, bool, float) and (
-        not isinstance(value, hint) or (hint is int and isinstance(value, bool))
-    ):
-        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
-    return value

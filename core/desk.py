@@ -23,6 +23,7 @@ from core.events import (
 )
 from core.persistence.models import Agent, Message, table_of
 from core.persistence.records import record, tickets, touch
+from core.sla_clock import clock_values, reapplied
 from core.tickets import (
     MessageKind,
     Priority,
@@ -232,8 +233,23 @@ def update_fields(
             changes["tags"] = sorted(tags)
     if not changes:
         return
-    touch(conn, ticket.id, ctx.now, **changes)
+    sla: dict[str, Any] = {}
+    if "priority" in changes:
+        sla = reapplied(conn, ticket, changes["priority"], ctx.settings.sla)
+    touch(conn, ticket.id, ctx.now, **changes, **sla)
     record(conn, ticket.id, at=ctx.now, actor=actor.ref, kind="updated", **changes)
+    if sla:
+        record(
+            conn,
+            ticket.id,
+            at=ctx.now,
+            actor="sla",
+            kind="sla_policy",
+            reason=f"priority {changes['priority']}: SLA policy {sla['sla_policy']!r} applies"
+            if sla["sla_policy"]
+            else f"priority {changes['priority']}: no SLA policy applies",
+            policy=sla["sla_policy"],
+        )
     ctx.emit(conn, TicketUpdated(ticket.id, number, ctx.now, changes, actor.ref))
 
 
@@ -274,6 +290,7 @@ def _move(
     elif current is TicketStatus.RESOLVED:
         values["resolved_at"] = None
         values["reopen_count"] = ticket.reopen_count + 1
+    values.update(clock_values(ticket, current, target, ctx.now, ctx.settings.sla))
     touch(conn, ticket.id, ctx.now, **values)
     record(
         conn,

@@ -26,6 +26,11 @@ class TicketOpened(Event):
     priority: str
     team: str | None = None
     text: str = ""
+    # routing rules' actions: a reply in place of the standard acknowledgement, people to ping
+    auto_reply: str | None = None
+    notify: tuple[str, ...] = ()
+    # knowledge-base articles that may answer it: (slug, title), best first
+    suggestions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,25 @@ class TicketEscalated(Event):
 
     by: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlaWarning(Event):
+    """A target is near (``warn_at`` of it used up): the assignee hears of it."""
+
+    target: str  # "first_response" or "resolution"
+    due: datetime
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlaBreached(Event):
+    """A target was missed: the supervisors are pinged; ``actions`` says what the policy did."""
+
+    target: str
+    due: datetime
+    policy: str
+    actions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

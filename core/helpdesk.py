@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import Connection
 
-from core import cursors, desk, intake, quarantine
+from core import cursors, desk, intake, quarantine, sla_clock
 from core.attachments import AttachmentStore
 from core.config import Settings
 from core.events import EventBus
+from core.kb_search import KbIndex
 from core.messages import InboundMessage
 from core.persistence.database import Database
 from core.ports import Clock, utc_now
@@ -33,6 +35,7 @@ class Helpdesk:
         bus: EventBus | None = None,
         reactions: Sequence[Reaction] = (),
         attachments: AttachmentStore | None = None,
+        kb: Callable[[], KbIndex | None] = lambda: None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -42,15 +45,21 @@ class Helpdesk:
         self.reactions = list(reactions)
         self.attachments = attachments or AttachmentStore(settings.data_path / "attachments")
         self.on_outbox: Callable[[], None] = lambda: None
+        self.kb = kb
 
-    def context(self) -> UnitContext:
-        return UnitContext(self.settings, self.secret, self.clock(), self.reactions)
+    def context(self, now: datetime | None = None) -> UnitContext:
+        return UnitContext(
+            self.settings, self.secret, now or self.clock(), self.reactions, self.kb()
+        )
 
-    async def run(self, unit: Callable[[Connection, UnitContext], T]) -> T:
-        """Run a unit of work in one transaction, then publish its events."""
+    async def run(
+        self, unit: Callable[[Connection, UnitContext], T], *, now: datetime | None = None
+    ) -> T:
+        """Run a unit of work in one transaction, then publish its events. ``now``: the unit's
+        time when not the clock's (scheduled jobs called with a chosen time)."""
 
         def in_transaction(conn: Connection) -> tuple[T, UnitContext]:
-            ctx = self.context()  # fresh per attempt: a retried transaction starts clean
+            ctx = self.context(now)  # fresh per attempt: a retried transaction starts clean
             return unit(conn, ctx), ctx
 
         result, ctx = await self.db.write(in_transaction)
@@ -141,3 +150,18 @@ class Helpdesk:
                 remove_tags=remove_tags,
             )
         )
+
+    # -- scheduled jobs ----------------------------------------------------------------------
+
+    async def sweep_sla(self, now: datetime | None = None, batch: int = 200) -> int:
+        """Fire the SLA warnings and breaches crossed by ``now``; returns how many fired."""
+        now = now or self.clock()
+        sla = self.settings.sla
+        signals = await self.db.read(lambda conn: sla_clock.find_signals(conn, now, sla))
+        fired = 0
+        for start in range(0, len(signals), batch):
+            chunk = signals[start : start + batch]
+            fired += await self.run(
+                lambda conn, ctx, chunk=chunk: sla_clock.fire_all(conn, ctx, chunk), now=now
+            )
+        return fired

@@ -4,7 +4,7 @@ transaction, with the bots' outbound messages; events are published after the co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -34,9 +34,11 @@ from core.persistence.records import (
     tickets,
     touch,
 )
+from core.sla_clock import clock_values
 from core.threads import KnownTicket, ThreadDecision, Verdict, decide_thread
-from core.tickets import MessageKind, Priority, TicketStatus, status_after_customer_message
-from core.views import TicketView, UnitContext, identity_channel
+from core.tickets import MessageKind, TicketStatus, status_after_customer_message
+from core.triage import Triage, plan, settle
+from core.views import TicketView, UnitContext, identity_channel, load_view
 
 customers = table_of(Customer)
 identities = table_of(Identity)
@@ -108,7 +110,13 @@ _LATEST_OF_IDENTITY = Prepared(
 )
 _CONTINUED = Prepared(
     select(
-        tickets.c.number, tickets.c.status, tickets.c.portal_version, tickets.c.reopen_count
+        tickets.c.number,
+        tickets.c.status,
+        tickets.c.portal_version,
+        tickets.c.reopen_count,
+        tickets.c.sla_policy,
+        tickets.c.paused_since,
+        tickets.c.resolution_due,
     ).where(tickets.c.id == bindparam("ticket_id"))
 )
 
@@ -188,9 +196,9 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
     if quiet:
         decision = ThreadDecision(Verdict.CONTINUE, decision.ticket_id, reason="rating comment")
 
-    opened_view = None
+    opened_view = triage = None
     if decision.verdict is Verdict.NEW:
-        ticket_id, number, version, opened_view = _open_ticket(
+        ticket_id, number, version, opened_view, triage = _open_ticket(
             conn, ctx, msg, customer_id, identity_id, decision, sender
         )
     else:
@@ -213,7 +221,8 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
             },
         )
     automatic = msg.auto_submitted or msg.bounce is not None or quiet
-    if decision.verdict is Verdict.NEW:
+    if triage is not None:
+        name = sender.customer_name if sender is not None else ""
         ctx.emit(
             conn,
             TicketOpened(
@@ -223,8 +232,12 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
                 customer_id,
                 msg.channel.value,
                 msg.subject,
-                Priority.NORMAL.value,
+                triage.priority,
+                team=triage.team or None,
                 text=msg.body,
+                auto_reply=triage.auto_reply_text(number, name, msg.subject),
+                notify=triage.notify,
+                suggestions=triage.suggestions,
             ),
             automatic=automatic,
             view=opened_view,
@@ -406,12 +419,13 @@ def _open_ticket(
     identity_id: int,
     decision: ThreadDecision,
     sender: _Sender | None,
-) -> tuple[int, int, int, TicketView | None]:
-    """Returns the ticket's id, number, portal version and, when the sender is at hand, the
-    ticket's view (what ``load_view`` would read back, without the query)."""
+) -> tuple[int, int, int, TicketView | None, Triage]:
+    """Returns the ticket's id, number, portal version, when the sender is at hand the
+    ticket's view (what ``load_view`` would read back, without the query), and its triage."""
     number = next_number(conn)
-    team = _inbox_team(ctx, msg.inbox)
     subject = (msg.subject or msg.body.strip().split("\n", 1)[0])[:300]
+    triage = plan(conn, ctx, msg, customer_id, _inbox_team(ctx, msg.inbox), subject)
+    team_id = _team_id(conn, triage.team)
     reply_thread = _reply_thread(msg)
     ticket_id = _INSERT_TICKET.run(
         conn,
@@ -422,9 +436,9 @@ def _open_ticket(
             "inbox": msg.inbox,
             "subject": subject,
             "status": TicketStatus.NEW.value,
-            "priority": Priority.NORMAL.value,
-            "team_id": _team_id(conn, team),
-            "tags": [],
+            "priority": triage.priority,
+            "team_id": team_id,
+            "tags": list(triage.tags),
             "language": msg.language,
             "reply_identity_id": identity_id,
             "reply_thread": reply_thread,
@@ -433,6 +447,11 @@ def _open_ticket(
             "reopen_count": 0,
             "created_at": ctx.now,
             "updated_at": ctx.now,
+            "kind": "ticket",
+            "sla_policy": triage.sla_policy,
+            "sla_fired": [],
+            "first_response_due": triage.first_response_due,
+            "resolution_due": triage.resolution_due,
         },
     ).scalar_one()
     record(
@@ -444,16 +463,19 @@ def _open_ticket(
         reason=f"{msg.channel.value} message ({decision.reason})",
         channel=msg.channel.value,
         related_ticket_id=decision.related_ticket_id,
-        team=team or None,
+        team=triage.team or None,
     )
+    assignee_id, _ = settle(conn, ctx, ticket_id, team_id, triage)
     if sender is None or msg.bounce is not None:  # a bounce may just have flagged the identity
-        return ticket_id, number, 1, None
+        return ticket_id, number, 1, None, triage
+    if assignee_id is not None:  # the assignee's contact is in the view: read it back
+        return ticket_id, number, 1, load_view(conn, ctx, ticket_id), triage
     view = TicketView(
         id=ticket_id,
         number=number,
         subject=subject,
         status=TicketStatus.NEW.value,
-        priority=Priority.NORMAL.value,
+        priority=triage.priority,
         channel=msg.channel.value,
         customer_id=customer_id,
         customer_name=sender.customer_name,
@@ -461,14 +483,18 @@ def _open_ticket(
         reply_to=ThreadRef(Channel(sender.channel), sender.address, reply_thread),
         status_url=ctx.status_url(ticket_id, number, 1),
         bouncing=sender.bouncing,
-        team=team or None,
+        team=triage.team or None,
         assignee_id=None,
         assignee_name=None,
         language=msg.language,
         created_at=ctx.now.astimezone(UTC),  # as the database hands it back
-        first_response_due=None,
+        first_response_due=_as_stored(triage.first_response_due),
     )
-    return ticket_id, number, 1, view
+    return ticket_id, number, 1, view, triage
+
+
+def _as_stored(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
 
 
 def _continue_ticket(
@@ -494,6 +520,7 @@ def _continue_ticket(
         if current is TicketStatus.RESOLVED:
             values["reopen_count"] = row.reopen_count + 1
             values["resolved_at"] = None
+        values.update(clock_values(row, current, target, ctx.now, ctx.settings.sla))
         record(
             conn,
             decision.ticket_id,

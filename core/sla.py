@@ -27,8 +27,8 @@ from itertools import pairwise
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from core.config import _build
 from core.errors import ConfigError
+from core.tables import build
 from core.tickets import Priority
 
 Kind = Literal["warning", "breach"]
@@ -453,6 +453,18 @@ def resolution_due(
     return None if due is None else _dt(due)
 
 
+def resume_due(
+    calendar: Calendar, due: datetime, paused_since: datetime, now: datetime
+) -> datetime:
+    """The stored resolution due time once a pause (pending since ``paused_since``) ends at
+    ``now``: pushed back by the business time the pause covered. A due time reached before the
+    pause began stands (the breach had already happened)."""
+    start, end, at = _us(paused_since), _us(now), _us(due)
+    if at <= start or end <= start:
+        return due
+    return _dt(calendar._inv(calendar._cum(at) + calendar._cum(end) - calendar._cum(start)))
+
+
 def _pauses_us(paused: Sequence[Pause]) -> list[tuple[int, int | None]]:
     pauses = [(_us(a), None if b is None else _us(b)) for a, b in paused]
     if len(pauses) > 1:
@@ -754,7 +766,7 @@ def parse_sla(
     ``reassign_strategies``, when given, is the set of assignment strategy names a policy's
     ``reassign`` may use.
     """
-    raw: _SlaTable = _build(_SlaTable, table, where)
+    raw: _SlaTable = build(_SlaTable, table, where)
     calendars: list[Calendar] = []
     names: set[str] = {ALWAYS}
     for i, c in enumerate(raw.calendars):
@@ -807,7 +819,7 @@ def parse_sla(
                 first_response_minutes=p.first_response_minutes,
                 resolution_minutes=p.resolution_minutes,
                 priorities=frozenset(p.priorities),
-                tiers=frozenset(p.tiers),
+                tiers=frozenset(t.strip().lower() for t in p.tiers),
                 calendar=p.calendar,
                 warn_at=p.warn_at,
                 on_breach=BreachAction(p.raise_priority_to or None, p.reassign or None),

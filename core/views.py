@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from core.config import Settings
 from core.events import Event
+from core.kb_search import KbIndex
 from core.links import portal_token, status_url
 from core.messages import Channel, OutboundMessage, ThreadRef
 from core.outbox import automatic_allowed, enqueue
@@ -57,6 +58,8 @@ class TicketView:
     created_at: datetime
     first_response_due: datetime | None
     reopen_count: int = 0
+    kind: str = "ticket"  # "task": an agent's to-do from a proactive rule, never sent out
+    assignee_contact: ThreadRef | None = None  # where the assignee gets direct messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class UnitContext:
     secret: bytes
     now: datetime
     reactions: Sequence[Reaction] = ()
+    # the knowledge base as the unit found it (new tickets are searched in it); None = none
+    kb: KbIndex | None = None
     events: list[Event] = field(default_factory=list)
     # (channel, address) of each identity this unit created -> automatic messages queued to it
     # so far. Automatic messages only go to an identity's address, so a new one has no earlier
@@ -161,6 +166,9 @@ TICKET_VIEW = (
         identities.c.bouncing,
         teams.c.name.label("team_name"),
         agents.c.name.label("assignee_name"),
+        agents.c.email.label("assignee_email"),
+        agents.c.slack_user_id.label("assignee_slack"),
+        agents.c.telegram_user_id.label("assignee_telegram"),
     )
     .join(customers, customers.c.id == tickets.c.customer_id)
     .join(identities, identities.c.id == tickets.c.reply_identity_id)
@@ -196,4 +204,19 @@ def view_from_row(row: Any, ctx: UnitContext) -> TicketView:
         created_at=row.created_at,
         first_response_due=row.first_response_due,
         reopen_count=row.reopen_count,
+        kind=row.kind,
+        assignee_contact=agent_contact(
+            ctx.settings, row.assignee_email, row.assignee_slack, row.assignee_telegram
+        ),
     )
+
+
+def agent_contact(
+    settings: Settings, email: str | None, slack: str | None, telegram: str | None
+) -> ThreadRef | None:
+    """Where an agent gets direct messages: their chat when that channel is on, else email."""
+    if slack and settings.slack.enabled:
+        return ThreadRef(Channel.SLACK, slack)
+    if telegram and settings.telegram.enabled:
+        return ThreadRef(Channel.TELEGRAM, telegram)
+    return ThreadRef(Channel.EMAIL, email) if email else None

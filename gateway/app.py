@@ -18,6 +18,7 @@ from adapters.telegram import TelegramAdapter
 from bots.agents import AgentBot
 from bots.customer import CustomerBot
 from bots.interactions import Interactions
+from bots.pings import PingBot
 from bots.supervisors import SupervisorBot
 from core.config import Settings
 from core.errors import HelplineError
@@ -37,6 +38,7 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import render, routes, templates
 from gateway.reports_api import reports
+from gateway.scheduler import OUTBOX, SLA_SWEEP, Job, Scheduler
 from gateway.state import (
     DISPATCHER,
     HELPDESK,
@@ -45,6 +47,7 @@ from gateway.state import (
     INTAKE_LIMITER,
     KB,
     METRICS,
+    SCHEDULER,
     SETTINGS,
     TEMPLATES,
     ChatAdapter,
@@ -108,19 +111,32 @@ def team_channel(settings: Settings) -> ThreadRef | None:
     return None
 
 
-def bots(settings: Settings, secret: bytes, kb: KbCache) -> list[Reaction]:
+def bots(settings: Settings, secret: bytes) -> list[Reaction]:
     links = ActionLinks(secret, settings.service.public_url)
+    team = team_channel(settings)
     return [
         CustomerBot(
             settings.service.name,
             settings.service.language,
             settings=settings.bots,
             links=links,
-            kb=kb,
         ),
-        AgentBot(team_channel(settings)),
+        AgentBot(team),
         SupervisorBot(settings.bots.supervisors),
+        PingBot(settings.bots.supervisors, team),
     ]
+
+
+def scheduled_jobs(helpdesk: Helpdesk, dispatcher: Dispatcher) -> dict[str, Job]:
+    """The periodic jobs: thin calls into the helpdesk with the service's clock."""
+
+    async def outbox_retries() -> None:
+        dispatcher.wake()  # a safety net: the dispatcher also wakes itself for due retries
+
+    return {
+        SLA_SWEEP: lambda: helpdesk.sweep_sla(helpdesk.clock()),
+        OUTBOX: outbox_retries,
+    }
 
 
 def create_app(
@@ -162,7 +178,9 @@ def create_app(
         if migrate:
             await asyncio.to_thread(upgrade, db)
         secret = load_secret(settings)
-        helpdesk = Helpdesk(db, settings, secret, clock=clock, reactions=bots(settings, secret, kb))
+        helpdesk = Helpdesk(
+            db, settings, secret, clock=clock, reactions=bots(settings, secret), kb=kb
+        )
         await kb.refresh(helpdesk)
         kb.start(helpdesk)
         channels: dict[str, ChannelAdapter] = {**chats, **(adapters or {})}
@@ -177,9 +195,15 @@ def create_app(
         app[HUB] = ChannelHub(helpdesk, Interactions(helpdesk, settings.bots))
         app[DISPATCHER] = dispatcher
         dispatcher.start()
+        scheduler = None
+        if leader and settings.scheduler.enabled:
+            scheduler = app[SCHEDULER] = Scheduler(settings, scheduled_jobs(helpdesk, dispatcher))
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             await dispatcher.stop()
             await kb.stop()
             await db.close()

@@ -25,6 +25,7 @@ from core.persistence.database import open_database
 from core.persistence.models import Agent, table_of
 from core.tickets import Priority, TicketStatus
 from gateway.app import load_secret
+from gateway.hub import KbCache
 
 FIRST = [
     "Anna",
@@ -218,6 +219,9 @@ async def seed(settings: Settings, *, tickets: int = 300, seed: int = 7) -> str:
         db.run_sync(lambda c: _agents(c, clock()))
         for article in KB_ARTICLES:
             db.run_sync(lambda c, a=article: kb.save_article(c, a, clock()))
+        index = KbCache()  # new tickets are searched in it: KB suggestions and gaps
+        await index.refresh(helpdesk)
+        helpdesk.kb = index
         agent_rows = db.run_sync(
             lambda c: c.execute(
                 select(table_of(Agent)).where(table_of(Agent).c.role == "agent")

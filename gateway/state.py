@@ -47,4 +47,5 @@ class ChatAdapter(Protocol):
 
 
 HUB = web.AppKey("hub", Intake)
+SCHEDULER = web.AppKey("scheduler", object)  # gateway.scheduler.Scheduler, in the leader
 KB = web.AppKey("kb", object)  # gateway.hub.KbCache (kept loose: hub imports this module)

@@ -95,6 +95,8 @@ def make_settings(
         "outbox": {"poll_seconds": 0.05, "backoff_base_seconds": 0.05},
         # port 0: tests never collide on the example's 2525
         "email": {"smtp_server": {"port": 0}},
+        # the periodic jobs are started by the tests that are about them
+        "scheduler": {"enabled": False},
     }
     for key, values in tables.items():
         table[key] = _merge(table.get(key, {}), values) if isinstance(values, dict) else values

@@ -1,0 +1,243 @@
+"""The SLA clock of stored tickets: stopped while a ticket is pending on the customer, re-applied
+when its priority changes, and swept for warnings and breaches, each fired exactly once.
+
+A sweep is two steps. ``find_signals`` reads every open ticket under a policy (a read: no write
+lock held on SQLite while 100,000 rows are looked at) and returns the signals crossed by ``now``.
+``fire`` then handles one signal in a write unit: it re-reads the ticket and evaluates it again
+(an agent may have answered meanwhile), and claims the signal with ``once.first_time`` in the
+same transaction that records it and queues its pings. So a signal fires once, also when two
+processes sweep at the same moment or the process dies between the two steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select
+
+from core import once
+from core.events import SlaBreached, SlaWarning, TicketAssigned
+from core.persistence.models import Team, Ticket, table_of
+from core.persistence.records import record, touch
+from core.sla import (
+    BREACH,
+    SlaPolicy,
+    SlaSettings,
+    SlaSignal,
+    SlaSnapshot,
+    choose_policy,
+    due_times,
+    priority_after_breach,
+    resume_due,
+    sweep,
+)
+from core.tickets import TicketStatus
+from core.triage import OPEN_STATUSES, assign_by_strategy, customer_attributes, tier_of
+from core.views import UnitContext
+
+tickets = table_of(Ticket)
+teams = table_of(Team)
+
+_SNAPSHOT_COLUMNS = (
+    tickets.c.id,
+    tickets.c.created_at,
+    tickets.c.priority,
+    tickets.c.sla_policy,
+    tickets.c.first_response_at,
+    tickets.c.resolved_at,
+    tickets.c.first_response_due,
+    tickets.c.resolution_due,
+    tickets.c.paused_since,
+    tickets.c.sla_fired,
+)
+_OPEN_UNDER_POLICY = select(*_SNAPSHOT_COLUMNS).where(
+    tickets.c.status.in_(OPEN_STATUSES), tickets.c.sla_policy.is_not(None)
+)
+_ONE = select(
+    *_SNAPSHOT_COLUMNS,
+    tickets.c.number,
+    tickets.c.status,
+    tickets.c.team_id,
+    tickets.c.assignee_id,
+).where(tickets.c.id == bindparam("ticket_id"))
+
+
+def policy_named(sla: SlaSettings, name: str | None) -> SlaPolicy | None:
+    return next((p for p in sla.policies if p.name == name), None)
+
+
+# -- the clock follows the ticket --------------------------------------------------------------
+
+
+def clock_values(
+    row: Any, current: TicketStatus, target: TicketStatus, now: datetime, sla: SlaSettings
+) -> dict[str, Any]:
+    """Column changes for a status change: pending stops the resolution clock; leaving pending
+    restarts it with the due time pushed back by the business time the pause covered."""
+    if row.sla_policy is None or current is target:
+        return {}
+    if target is TicketStatus.PENDING:
+        return {"paused_since": now}
+    if current is not TicketStatus.PENDING or row.paused_since is None:
+        return {}
+    values: dict[str, Any] = {"paused_since": None}
+    policy = policy_named(sla, row.sla_policy)
+    if policy is not None and row.resolution_due is not None:
+        calendar = sla.calendar_for(policy)
+        values["resolution_due"] = resume_due(calendar, row.resolution_due, row.paused_since, now)
+    return values
+
+
+def reapplied(conn: Connection, row: Any, priority: str, sla: SlaSettings) -> dict[str, Any]:
+    """Column changes when a ticket's priority changes: the policy for the new priority, its
+    due times counted from the ticket's opening. Pending time already paused is carried over
+    when both policies use the same calendar."""
+    if not sla.policies:
+        return {}
+    tier = tier_of(customer_attributes(conn, row.customer_id))
+    policy = choose_policy(sla.policies, priority, tier)
+    if policy is None:
+        return {"sla_policy": None, "first_response_due": None, "resolution_due": None}
+    if policy.name == row.sla_policy:
+        return {}
+    calendar = sla.calendar_for(policy)
+    first_response, resolution = due_times(policy, calendar, row.created_at)
+    old = policy_named(sla, row.sla_policy)
+    if old is not None and old.calendar == policy.calendar and row.resolution_due is not None:
+        _, unpaused = due_times(old, calendar, row.created_at)
+        # the business time paused so far, from the old due time's shift; the new due shifts alike
+        paused = calendar.business_minutes_between(unpaused, row.resolution_due)
+        if paused > 0:
+            resolution = calendar.add_business_time(resolution, paused)
+    return {
+        "sla_policy": policy.name,
+        "first_response_due": first_response,
+        "resolution_due": resolution,
+    }
+
+
+# -- sweeping ------------------------------------------------------------------------------
+
+
+def _snapshot(row: Any) -> SlaSnapshot:
+    return SlaSnapshot(
+        ticket_id=row.id,
+        opened_at=row.created_at,
+        priority=row.priority,
+        policy=row.sla_policy,
+        first_response_at=row.first_response_at,
+        resolved_at=row.resolved_at,
+        first_response_due=row.first_response_due,
+        resolution_due=row.resolution_due,
+        paused=((row.paused_since, None),) if row.paused_since is not None else (),
+        fired=frozenset(row.sla_fired or ()),
+    )
+
+
+def find_signals(conn: Connection, now: datetime, sla: SlaSettings) -> list[tuple[int, SlaSignal]]:
+    """Warnings and breaches crossed by ``now`` and not fired yet, over every open ticket."""
+    if not sla.policies:
+        return []
+    rows = conn.execute(_OPEN_UNDER_POLICY).all()
+    return sweep((_snapshot(r) for r in rows), now, sla.policies, sla.calendar_map)
+
+
+def fire(conn: Connection, ctx: UnitContext, ticket_id: int, signal: SlaSignal) -> bool:
+    """Record one signal, queue its pings and apply the policy's breach actions; False when it
+    no longer applies (the ticket changed) or was fired already (by this or another process)."""
+    sla = ctx.settings.sla
+    row = conn.execute(_ONE, {"ticket_id": ticket_id}).first()
+    if row is None or row.status not in OPEN_STATUSES:
+        return False
+    still = sweep([_snapshot(row)], ctx.now, sla.policies, sla.calendar_map)
+    if not any(s.key == signal.key for _, s in still):
+        return False
+    if not once.first_time(conn, "sla", f"{ticket_id}:{signal.key}", ctx.now):
+        return False
+    touch(conn, ticket_id, ctx.now, sla_fired=sorted({*(row.sla_fired or ()), signal.key}))
+    target = signal.target.replace("_", " ")
+    if signal.kind != BREACH:
+        record(
+            conn,
+            ticket_id,
+            at=ctx.now,
+            actor="sla",
+            kind="sla_warning",
+            reason=f"{target} due {signal.due.isoformat()} (policy {signal.policy!r})",
+            target=signal.target,
+            due=signal.due.isoformat(),
+            policy=signal.policy,
+        )
+        warning = SlaWarning(
+            ticket_id, row.number, ctx.now, signal.target, signal.due, signal.policy
+        )
+        ctx.emit(conn, warning)
+        return True
+    record(
+        conn,
+        ticket_id,
+        at=ctx.now,
+        actor="sla",
+        kind="sla_breach",
+        reason=f"{target} was due {signal.due.isoformat()} (policy {signal.policy!r})",
+        target=signal.target,
+        due=signal.due.isoformat(),
+        policy=signal.policy,
+    )
+    actions = _breach_actions(conn, ctx, row, policy_named(sla, signal.policy))
+    ctx.emit(
+        conn,
+        SlaBreached(
+            ticket_id, row.number, ctx.now, signal.target, signal.due, signal.policy, actions
+        ),
+    )
+    return True
+
+
+def _breach_actions(
+    conn: Connection, ctx: UnitContext, row: Any, policy: SlaPolicy | None
+) -> tuple[str, ...]:
+    """The policy's ``raise_priority_to`` and ``reassign``; returns what was done, in words.
+    The SLA policy itself stays: a raised priority calls for attention, not for new targets."""
+    if policy is None:
+        return ()
+    done: list[str] = []
+    raised = priority_after_breach(policy, row.priority)
+    if raised is not None:
+        touch(conn, row.id, ctx.now, priority=raised)
+        record(
+            conn,
+            row.id,
+            at=ctx.now,
+            actor="sla",
+            kind="updated",
+            reason=f"SLA breach: policy {policy.name!r} raises the priority",
+            priority=raised,
+        )
+        done.append(f"priority raised to {raised}")
+    strategy = policy.on_breach.reassign
+    if strategy is not None:
+        team = conn.execute(select(teams.c.name).where(teams.c.id == row.team_id)).scalar()
+        agent_id, name = assign_by_strategy(
+            conn,
+            ctx,
+            row.id,
+            row.team_id,
+            team or "",
+            strategy,
+            exclude=row.assignee_id,
+            actor="sla",
+        )
+        if agent_id is not None:
+            ctx.emit(conn, TicketAssigned(row.id, row.number, ctx.now, agent_id, name, "sla"))
+            done.append(f"reassigned to {name}")
+        else:
+            done.append(f"nobody to reassign to ({strategy})")
+    return tuple(done)
+
+
+def fire_all(conn: Connection, ctx: UnitContext, signals: Sequence[tuple[int, SlaSignal]]) -> int:
+    """``fire`` for a batch of signals in one transaction; returns how many fired."""
+    return sum(fire(conn, ctx, ticket_id, signal) for ticket_id, signal in signals)
