@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from core.config import Settings
 from core.events import (
     Event,
     MessageAppended,
@@ -15,12 +16,21 @@ from core.events import (
     TicketOpened,
     TicketUpdated,
 )
-from core.messages import Action, OutboundMessage, ThreadRef
+from core.messages import Action, Channel, OutboundMessage, ThreadRef
 from core.tickets import MessageKind
 from core.views import Outgoing, TicketView
 
 CLAIM, RESOLVE, ESCALATE = "claim", "resolve", "escalate"
 CARD_CHANGES = (TicketClaimed, TicketAssigned, StatusChanged, TicketUpdated)
+
+
+def team_channel(settings: Settings) -> ThreadRef | None:
+    """Where agents get ticket cards: the Slack team channel, else the Telegram group."""
+    if settings.slack.enabled and settings.slack.team_channel:
+        return ThreadRef(Channel.SLACK, settings.slack.team_channel)
+    if settings.telegram.enabled and settings.telegram.team_chat:
+        return ThreadRef(Channel.TELEGRAM, settings.telegram.team_chat)
+    return None
 
 
 def card_key(ticket_id: int) -> str:

@@ -1,8 +1,11 @@
-"""Agents, teams and API tokens. Tokens are random, shown once, and stored only as hashes."""
+"""Agents, teams and API tokens. Tokens are random, shown once, and stored only as hashes.
+Dashboard passwords are stored as scrypt hashes with a random salt."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from core.assign import parse_days, parse_hours, zone
 from core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from core.persistence.models import Agent, ApiToken, Team, table_of
 from core.persistence.records import insert_ignoring_duplicates
@@ -185,3 +189,137 @@ def agent_by_email(conn: Connection, email: str) -> Any | None:
     return conn.execute(
         select(agents).where(agents.c.email == email.strip().lower(), agents.c.active)
     ).first()
+
+
+# -- dashboard passwords ---------------------------------------------------------------------
+
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # scrypt's cost grows with the input: bound what a login form may send
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode(), salt=salt, n=n, r=r, p=p, dklen=length, maxmem=256 * r * n + 2**20
+    )
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$n$r$p$salt$hash`` (base64url): the parameters travel with the hash, so they can
+    be raised later without invalidating stored passwords."""
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"the password must be at least {MIN_PASSWORD} characters", "password")
+    if len(password) > MAX_PASSWORD:
+        raise InvalidInput(f"the password is longer than {MAX_PASSWORD} characters", "password")
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
+
+
+# Compared against when the email is unknown or has no password, so such a login takes as long
+# as a real one and its timing does not reveal which emails exist.
+_DUMMY_HASH = (
+    f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(b'helpline-dummy!!')}${_b64(bytes(SCRYPT_LEN))}"
+)
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    """Whether ``password`` matches the stored hash; always does the full scrypt work."""
+    candidate = stored or _DUMMY_HASH
+    try:
+        scheme, n, r, p, salt, digest = candidate.split("$")
+        expected = _unb64(digest)
+        if scheme != "scrypt" or not 0 < len(password) <= MAX_PASSWORD:
+            raise ValueError(scheme)
+        actual = _scrypt(password, _unb64(salt), int(n), int(r), int(p), len(expected))
+    except ValueError:  # a malformed stored hash (or an oversized password) never matches
+        actual, expected = _scrypt("x", b"salt", SCRYPT_N, SCRYPT_R, SCRYPT_P, 32), b""
+    return hmac.compare_digest(actual, expected) and stored is not None
+
+
+def set_password(conn: Connection, email: str, password: str) -> None:
+    """Set (or change) an agent's dashboard password; earlier sessions stop working."""
+    hashed = hash_password(password)
+    done = conn.execute(
+        update(agents).where(agents.c.email == email.strip().lower()).values(password_hash=hashed)
+    ).rowcount
+    if not done:
+        raise NotFound(f"no agent with email {email}")
+
+
+def verify_password(conn: Connection, email: str, password: str) -> Any | None:
+    """The active agent with this email and password, else None. An unknown email, an agent
+    without a password and a wrong password all take the same scrypt path."""
+    row = agent_by_email(conn, email)
+    ok = password_matches(row.password_hash if row is not None else None, password)
+    return row if ok and row is not None else None
+
+
+def agent_by_id(conn: Connection, agent_id: int) -> Any | None:
+    return conn.execute(select(agents).where(agents.c.id == agent_id, agents.c.active)).first()
+
+
+# -- assignment profile ----------------------------------------------------------------------
+
+
+def update_agent(conn: Connection, email: str, **changes: Any) -> dict[str, Any]:
+    """Change what assignment reads of an agent: ``region``, ``away``, ``timezone``,
+    ``working_days`` (["mon", ...] or "mon,tue"), ``working_hours`` ("09:00-17:00"; "" = all
+    day), ``skills``, ``max_open_tickets``, ``team``. Checked here, so assignment can trust them.
+    Returns the stored values that changed."""
+    values: dict[str, Any] = {}
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key == "region":
+            values[key] = str(value).strip().lower()
+        elif key == "away":
+            values[key] = bool(value)
+        elif key == "timezone":
+            try:
+                zone(value)
+            except ValueError as err:
+                raise InvalidInput(str(err), "timezone") from None
+            values[key] = value
+        elif key == "working_days":
+            days = value.split(",") if isinstance(value, str) else list(value)
+            days = [d.strip().lower()[:3] for d in days if d.strip()]
+            try:
+                parse_days(days)
+            except ValueError as err:
+                raise InvalidInput(str(err), "working_days") from None
+            values[key] = ",".join(days)
+        elif key == "working_hours":
+            if value:
+                try:
+                    parse_hours(value)
+                except ValueError as err:
+                    raise InvalidInput(str(err), "working_hours") from None
+            values[key] = value
+        elif key == "skills":
+            skills = value.split(",") if isinstance(value, str) else list(value)
+            values[key] = sorted({s.strip().lower() for s in skills if s.strip()})
+        elif key == "max_open_tickets":
+            if int(value) < 1:
+                raise InvalidInput("max open tickets must be at least 1", "max_open_tickets")
+            values[key] = int(value)
+        elif key == "team":
+            values["team_id"] = team_id(conn, value) if value else None
+        else:
+            raise InvalidInput(f"unknown agent setting {key!r}", key)
+    if not values:
+        return {}
+    done = conn.execute(
+        update(agents).where(agents.c.email == email.strip().lower()).values(**values)
+    ).rowcount
+    if not done:
+        raise NotFound(f"no agent with email {email}")
+    return values

@@ -15,6 +15,7 @@ from typing import Any
 
 from core.assign import STRATEGIES, zone
 from core.errors import ConfigError
+from core.proactive_rules import ProactiveRule, parse_proactive
 from core.routing import RuleSet, load_rules_file, parse_rules
 from core.sla import SlaSettings, parse_sla
 from core.tables import build
@@ -227,9 +228,10 @@ class Settings:
     inboxes: tuple[InboxSettings, ...] = ()
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
-    # parsed by their own modules: [[rules]] (core.routing), [sla] (core.sla)
+    # parsed by their own modules: [[rules]] (core.routing), [sla] (core.sla), [[proactive]]
     rules: RuleSet = field(default_factory=RuleSet)
     sla: SlaSettings = field(default_factory=SlaSettings)
+    proactive: tuple[ProactiveRule, ...] = ()
     source: str = ""
 
     @property
@@ -265,12 +267,14 @@ def parse_settings(table: dict[str, Any], base: Path | None = None) -> Settings:
     table = {k: v for k, v in table.items()}
     table.pop("source", None)
     rules, sla = table.pop("rules", []), table.pop("sla", {})
+    proactive = parse_proactive({"proactive": table.pop("proactive", [])})
     settings = build(Settings, table, "")
     _check(settings)
     return dataclasses.replace(
         settings,
         rules=management_rules(settings, rules, base),
         sla=parse_sla(sla, reassign_strategies=STRATEGIES),
+        proactive=proactive,
     )
 
 

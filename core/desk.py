@@ -154,6 +154,8 @@ def reply(
     ticket = _ticket(conn, number)
     if ticket.status == TicketStatus.CLOSED.value:
         raise InvalidInput(f"ticket #{number} is closed; open a new ticket instead", "ticket")
+    if ticket.kind == "task":
+        raise InvalidInput(f"#{number} is a task: add a note instead of a reply", "ticket")
     message_id = _add_message(conn, ctx, ticket.id, MessageKind.OUTBOUND, text, html, actor)
     values: dict[str, Any] = {}
     if ticket.first_response_at is None:

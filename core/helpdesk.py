@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from core import cursors, desk, intake, quarantine, sla_clock
+from core import cursors, desk, intake, proactive, quarantine, sla_clock
 from core.attachments import AttachmentStore
 from core.config import Settings
 from core.events import EventBus
@@ -161,7 +161,18 @@ class Helpdesk:
         fired = 0
         for start in range(0, len(signals), batch):
             chunk = signals[start : start + batch]
-            fired += await self.run(
-                lambda conn, ctx, chunk=chunk: sla_clock.fire_all(conn, ctx, chunk), now=now
-            )
+
+            def unit(conn: Connection, ctx: UnitContext, chunk: Sequence[Any] = chunk) -> int:
+                return sla_clock.fire_all(conn, ctx, chunk)
+
+            fired += await self.run(unit, now=now)
         return fired
+
+    async def run_proactive(
+        self, now: datetime | None, rules: Sequence[proactive.ProactiveRule]
+    ) -> proactive.ProactiveReport:
+        """Apply the proactive rules as of ``now`` (None: the clock); each action fires once."""
+        at = now or self.clock()
+        return await self.run(
+            lambda conn, ctx: proactive.run_proactive(conn, ctx, at, rules), now=at
+        )

@@ -98,13 +98,18 @@ _INSERT_IDENTITY = Prepared(InsertIgnoring(identities).returning(identities.c.id
 _INSERT_CUSTOMER = Prepared(insert(customers).returning(customers.c.id))
 _KNOWN_COLUMNS = (tickets.c.id, tickets.c.customer_id, tickets.c.status, tickets.c.resolved_at)
 _KNOWN_BY_ID = Prepared(select(*_KNOWN_COLUMNS).where(tickets.c.id == bindparam("ticket_id")))
-_KNOWN_BY_NUMBER = Prepared(select(*_KNOWN_COLUMNS).where(tickets.c.number == bindparam("number")))
+# a task is an agent's to-do: a customer's message never continues one
+_KNOWN_BY_NUMBER = Prepared(
+    select(*_KNOWN_COLUMNS).where(
+        tickets.c.number == bindparam("number"), tickets.c.kind == "ticket"
+    )
+)
 _TEAM_ID = Prepared(select(teams.c.id).where(teams.c.name == bindparam("name")))
 _INSERT_TICKET = Prepared(insert(tickets).returning(tickets.c.id))
 _INSERT_MESSAGE = Prepared(insert(messages).returning(messages.c.id))
 _LATEST_OF_IDENTITY = Prepared(
     select(tickets.c.id)
-    .where(tickets.c.reply_identity_id == bindparam("identity_id"))
+    .where(tickets.c.reply_identity_id == bindparam("identity_id"), tickets.c.kind == "ticket")
     .order_by(tickets.c.id.desc())
     .limit(1)
 )

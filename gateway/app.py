@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 
@@ -15,16 +18,16 @@ from adapters.email import EmailSender, SmtpServer
 from adapters.imap import pollers_from_settings
 from adapters.slack import SlackAdapter
 from adapters.telegram import TelegramAdapter
-from bots.agents import AgentBot
+from bots.agents import AgentBot, team_channel
 from bots.customer import CustomerBot
+from bots.digest import send_daily_digest
 from bots.interactions import Interactions
 from bots.pings import PingBot
 from bots.supervisors import SupervisorBot
-from core.config import Settings
-from core.errors import HelplineError
+from core.config import Settings, load_settings
+from core.errors import ConfigError, HelplineError
 from core.helpdesk import Helpdesk
 from core.links import ActionLinks
-from core.messages import Channel, ThreadRef
 from core.outbox import Dispatcher
 from core.persistence.database import open_database
 from core.persistence.migrate import upgrade
@@ -32,13 +35,14 @@ from core.ports import ChannelAdapter, Clock, utc_now
 from core.views import Reaction
 from gateway.admin_api import admin
 from gateway.api import api
+from gateway.dashboard import add_dashboard_routes
 from gateway.http import RateLimiter, problem, status_for
 from gateway.hub import ChannelHub, KbCache
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import render, routes, templates
 from gateway.reports_api import reports
-from gateway.scheduler import OUTBOX, SLA_SWEEP, Job, Scheduler
+from gateway.scheduler import DIGEST, OUTBOX, PROACTIVE, SLA_SWEEP, Job, Scheduler
 from gateway.state import (
     DISPATCHER,
     HELPDESK,
@@ -102,15 +106,6 @@ def polls(chat: ChatAdapter, settings: Settings) -> bool:
     return chat.channel == "telegram" and settings.telegram.mode == "polling"
 
 
-def team_channel(settings: Settings) -> ThreadRef | None:
-    """Where agents get ticket cards: the Slack team channel, else the Telegram group."""
-    if settings.slack.enabled and settings.slack.team_channel:
-        return ThreadRef(Channel.SLACK, settings.slack.team_channel)
-    if settings.telegram.enabled and settings.telegram.team_chat:
-        return ThreadRef(Channel.TELEGRAM, settings.telegram.team_chat)
-    return None
-
-
 def bots(settings: Settings, secret: bytes) -> list[Reaction]:
     links = ActionLinks(secret, settings.service.public_url)
     team = team_channel(settings)
@@ -133,10 +128,45 @@ def scheduled_jobs(helpdesk: Helpdesk, dispatcher: Dispatcher) -> dict[str, Job]
     async def outbox_retries() -> None:
         dispatcher.wake()  # a safety net: the dispatcher also wakes itself for due retries
 
-    return {
-        SLA_SWEEP: lambda: helpdesk.sweep_sla(helpdesk.clock()),
-        OUTBOX: outbox_retries,
-    }
+    async def proactive_rules() -> str:
+        report = await helpdesk.run_proactive(helpdesk.clock(), helpdesk.settings.proactive)
+        return ", ".join(f"{rule}: {counts}" for rule, counts in report.counts.items())
+
+    async def sla_sweep() -> str:
+        fired = await helpdesk.sweep_sla(helpdesk.clock())
+        return f"{fired} SLA signal(s) fired" if fired else ""
+
+    async def digest() -> str:
+        queued = await send_daily_digest(helpdesk, helpdesk.clock())
+        return f"daily digest queued to {queued} destination(s)" if queued else ""
+
+    jobs: dict[str, Job] = {SLA_SWEEP: sla_sweep, OUTBOX: outbox_retries, DIGEST: digest}
+    if helpdesk.settings.proactive:
+        jobs[PROACTIVE] = proactive_rules
+    return jobs
+
+
+def reload_management(helpdesk: Helpdesk) -> None:
+    """SIGHUP: re-read the routing rules, SLA policies and proactive rules from the config file
+    (and the rules file). A file with an error is refused and the running ones stay."""
+    settings = helpdesk.settings
+    if not settings.source:
+        log.warning("SIGHUP: no configuration file to re-read")
+        return
+    try:
+        fresh = load_settings(settings.source)
+    except ConfigError as err:
+        log.error("SIGHUP: configuration refused, the running rules stay: %s", err)
+        return
+    helpdesk.settings = dataclasses.replace(
+        settings, rules=fresh.rules, sla=fresh.sla, proactive=fresh.proactive
+    )
+    log.info(
+        "SIGHUP: %d routing rule(s), %d SLA policy(ies), %d proactive rule(s) in force",
+        len(fresh.rules),
+        len(fresh.sla.policies),
+        len(fresh.proactive),
+    )
 
 
 def create_app(
@@ -195,6 +225,10 @@ def create_app(
         app[HUB] = ChannelHub(helpdesk, Interactions(helpdesk, settings.bots))
         app[DISPATCHER] = dispatcher
         dispatcher.start()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on every platform
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, reload_management, helpdesk
+            )
         scheduler = None
         if leader and settings.scheduler.enabled:
             scheduler = app[SCHEDULER] = Scheduler(settings, scheduled_jobs(helpdesk, dispatcher))
@@ -227,6 +261,7 @@ def create_app(
     app.cleanup_ctx.append(core_context)
     app.cleanup_ctx.append(inbound_context)
     app.router.add_routes(routes)
+    add_dashboard_routes(app)
     if "slack" in chats:
         app.router.add_post("/slack/events", chats["slack"].handle_request)
     if "telegram" in chats:

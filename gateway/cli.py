@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,11 +19,14 @@ from aiohttp import web
 
 from adapters.email_parse import UnparseableEmail, parse_email, to_json
 from core import accounts, kb
+from core.assign import STRATEGIES
 from core.config import Settings, load_settings
-from core.errors import HelplineError
+from core.errors import ConfigError, HelplineError
 from core.persistence.database import Database, open_database
 from core.persistence.migrate import upgrade
 from core.ports import utc_now
+from core.routing import parse_rules
+from core.sla import parse_sla
 from gateway import report_cli
 from gateway.app import create_app, load_secret
 
@@ -140,6 +145,71 @@ def cmd_agent_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_password(args: argparse.Namespace) -> int:
+    """Set a dashboard password: from stdin when piped, else typed twice (never an argument,
+    which would land in the shell history and the process list)."""
+    if sys.stdin.isatty():
+        password = getpass.getpass("New password: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise HelplineError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    db = _migrated(_settings(args))
+    db.run_sync(lambda c: accounts.set_password(c, args.email, password))
+    print(f"password set for {args.email}; their earlier dashboard sessions are signed out")
+    return 0
+
+
+def cmd_agent_set(args: argparse.Namespace) -> int:
+    """What assignment reads of an agent: region, shift, away, skills, capacity, team."""
+    away = {"away": True, "back": False}.get(args.availability or "")
+    changes = {
+        "region": args.region,
+        "timezone": args.timezone,
+        "working_days": args.days,
+        "working_hours": args.hours,
+        "skills": args.skills,
+        "max_open_tickets": args.max_open,
+        "team": args.team,
+        "away": away,
+    }
+    if all(value is None for value in changes.values()):
+        raise HelplineError("nothing to change: give at least one option (see --help)")
+    db = _migrated(_settings(args))
+    done = db.run_sync(lambda c: accounts.update_agent(c, args.email, **changes))
+    print(f"{args.email}: " + ", ".join(f"{k} = {v!r}" for k, v in done.items()))
+    return 0
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    """Validate a rules file (or a config file's [[rules]] and [sla]); exit 1 on an error."""
+    try:
+        with open(args.file, "rb") as fh:
+            table = tomllib.load(fh)
+        rules = parse_rules(table)
+        sla = parse_sla(table.get("sla", {}), reassign_strategies=STRATEGIES)
+    except FileNotFoundError:
+        print(f"helpline: error: file not found: {args.file}", file=sys.stderr)
+        return 1
+    except tomllib.TOMLDecodeError as err:
+        print(f"helpline: error: {args.file}: invalid TOML: {err}", file=sys.stderr)
+        return 1
+    except ConfigError as err:
+        print(f"helpline: error: {args.file}: {err}", file=sys.stderr)
+        return 1
+    for rule in rules:
+        then = ", ".join(f"{k}={v}" for k, v in vars(rule.actions).items() if v not in (None, ()))
+        stop = "" if rule.stop else " (continues)"
+        print(f"rule {rule.name!r}{stop}: {len(rule.conditions)} condition(s) -> {then or '-'}")
+    for policy in sla.policies:
+        print(
+            f"SLA policy {policy.name!r}: first response {policy.first_response_minutes:g} min, "
+            f"resolution {policy.resolution_minutes:g} min ({policy.calendar})"
+        )
+    print(f"{args.file}: {len(rules)} rule(s), {len(sla.policies)} SLA policy(ies): OK")
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     db = _migrated(settings)
@@ -243,6 +313,34 @@ def parser() -> argparse.ArgumentParser:
     link.add_argument("--slack")
     link.add_argument("--telegram")
     link.set_defaults(func=cmd_agent_link)
+
+    password = agent.add_parser("password", help="set an agent's dashboard password")
+    password.add_argument("--config", default=argparse.SUPPRESS)
+    password.add_argument("--email", required=True)
+    password.set_defaults(func=cmd_agent_password)
+
+    change = agent.add_parser("set", help="set an agent's region, shift, availability, skills")
+    change.add_argument("--config", default=argparse.SUPPRESS)
+    change.add_argument("--email", required=True)
+    change.add_argument("--region", help="region code, e.g. eu, us, apac")
+    change.add_argument("--timezone", help="IANA time zone of the working hours")
+    change.add_argument("--days", help="working days, e.g. mon,tue,wed,thu,fri ('' = every day)")
+    change.add_argument("--hours", help="working hours, e.g. 09:00-17:00 ('' = all day)")
+    change.add_argument("--skills", help="comma-separated, replaces the current skills")
+    change.add_argument("--max-open", type=int, help="most open tickets at once")
+    change.add_argument("--team")
+    change.add_argument(
+        "--away", dest="availability", action="store_const", const="away", help="not assignable"
+    )
+    change.add_argument("--back", dest="availability", action="store_const", const="back")
+    change.set_defaults(func=cmd_agent_set)
+
+    rules = sub.add_parser("rules", help="routing rules").add_subparsers(
+        dest="action", required=True
+    )
+    check = rules.add_parser("check", help="validate a rules (or config) file; exit 1 on error")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_rules_check)
 
     token = sub.add_parser("token", help="manage API tokens").add_subparsers(
         dest="action", required=True
