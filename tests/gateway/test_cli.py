@@ -227,3 +227,79 @@ def test_report_prints_the_kpis(config: Path) -> None:
     # the demo answers most of its 40 tickets within the default 30-day period
     assert 0 < data["first_response"]["count"] <= 40
     assert data["first_response"]["p50"] <= data["first_response"]["p90"]
+
+
+def test_rules_check_names_the_rule_and_field(tmp_path: Path) -> None:
+    good = tmp_path / "rules.toml"
+    good.write_text(
+        '[[rules]]\nname = "refunds"\nwhen = { keywords = ["refund"] }\n'
+        'then = { team = "billing", assign = "least_loaded" }\n'
+        '[[sla.policies]]\nname = "std"\nfirst_response_minutes = 60\nresolution_minutes = 600\n'
+    )
+    ok = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "rules", "check", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "1 rule(s), 1 SLA policy(ies): OK" in ok.stdout
+    assert "rule 'refunds': 1 condition(s) -> team=billing" in ok.stdout
+    for text, message in [
+        ('[[rules]]\nname = "x"\nwhen = { regex = "(" }\n', "rules[0] 'x': when.regex"),
+        ('[[rules]]\nname = "x"\nthen = { colour = "red" }\n', "rules[0] 'x': unknown action"),
+        (
+            '[[rules]]\nname = "x"\nwhen = { time = { tz = "Europe/Berln", days = ["sat"] } }\n',
+            "unknown time zone 'Europe/Berln'",
+        ),
+        (
+            '[[sla.policies]]\nname = "p"\nfirst_response_minutes = 1\nresolution_minutes = 2\n'
+            'calendar = "office"\n',
+            "sla.policies[0].calendar: unknown calendar 'office'",
+        ),
+        ("[[rules]\n", "invalid TOML"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "rules", "check", str(bad)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+
+
+def test_agent_set_checks_what_assignment_reads(config: Path) -> None:
+    helpline("agent", "add", "--name", "Eve", "--email", "eve@support.test", config=config)
+    out = helpline(
+        "agent",
+        "set",
+        "--email",
+        "eve@support.test",
+        "--region",
+        "EU",
+        "--timezone",
+        "Europe/Berlin",
+        "--days",
+        "Mon,tue,wed",
+        "--hours",
+        "08:00-16:30",
+        "--away",
+        config=config,
+    ).stdout
+    assert "region = 'eu'" in out and "working_days = 'mon,tue,wed'" in out and "away = True" in out
+    for args, message in [
+        (["--timezone", "Mars/Base"], "unknown time zone 'Mars/Base'"),
+        (["--hours", "9-5"], "is not HH:MM-HH:MM"),
+        (["--days", "mon,funday"], "'fun' is not a weekday"),
+        ([], "nothing to change"),
+    ]:
+        result = helpline(
+            "agent", "set", "--email", "eve@support.test", *args, config=config, check=False
+        )
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    missing = helpline(
+        "agent", "set", "--email", "nobody@x.org", "--back", config=config, check=False
+    )
+    assert missing.returncode == 2 and "no agent with email" in missing.stderr
