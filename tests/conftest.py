@@ -47,27 +47,59 @@ def _run(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
+# Which backend the database-facing tests run on: both (the default: ``db_url`` tests run
+# twice, everything else on SQLite), or only PostgreSQL (CI's second pass: every test that
+# touches a database, the served ones included, runs on PostgreSQL; the rest is deselected).
+BACKEND = os.environ.get("HELPLINE_TEST_BACKEND", "both")
+if BACKEND not in ("both", "postgresql"):
+    raise RuntimeError(f"HELPLINE_TEST_BACKEND must be both or postgresql, not {BACKEND!r}")
+DATABASE_FIXTURES = {"db_url", "pg_url", "backend_url", "server_factory", "server", "helpdesk"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if BACKEND != "postgresql":
+        return
+    keep = [i for i in items if DATABASE_FIXTURES & set(getattr(i, "fixturenames", ()))]
+    config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+    items[:] = keep
+
+
+def _require_postgres() -> None:
+    if not postgres_reachable():
+        if _truthy("CI") or BACKEND == "postgresql":
+            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (required here)")
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_pg_database() -> str:
+    """A fresh, empty PostgreSQL database; drop it with ``drop_pg_database``."""
+    _require_postgres()
+    name = f"helpline_test_{uuid.uuid4().hex[:12]}"
+    _run(_admin(f'CREATE DATABASE "{name}"'))
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[-1]
+    _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    if not postgres_reachable():
-        if _truthy("CI"):
-            pytest.fail("PostgreSQL is not reachable on 127.0.0.1:5432 (CI requires it)")
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"helpline_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    _run(admin(f'CREATE DATABASE "{name}"'))
+    url = create_pg_database()
     try:
-        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+        yield url
     finally:
-        _run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_pg_database(url)
 
 
 @pytest.fixture
@@ -75,10 +107,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/helpline.db"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["postgresql"] if BACKEND == "postgresql" else ["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Runs the test once on SQLite and once on PostgreSQL."""
+    """Runs the test on SQLite and on PostgreSQL (only the latter in the PostgreSQL pass)."""
     name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """The pass's database: SQLite, or PostgreSQL in the PostgreSQL pass."""
+    name = "pg_url" if BACKEND == "postgresql" else "sqlite_url"
     return str(request.getfixturevalue(name))
 
 
@@ -163,6 +202,7 @@ ServerFactory = Callable[..., Any]
 @pytest.fixture
 async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     runners: list[web.AppRunner] = []
+    databases: list[str] = []
 
     async def start(
         db_url: str | None = None,
@@ -176,7 +216,11 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         data_dir = tmp_path / f"data-{port}"
-        url = db_url or f"sqlite:///{data_dir}/helpline.db"
+        url = db_url
+        if url is None and BACKEND == "postgresql":
+            url = create_pg_database()
+            databases.append(url)
+        url = url or f"sqlite:///{data_dir}/helpline.db"
         settings = make_settings(url, data_dir, port, **tables)
         app = create_app(settings, clock=clock, adapters=adapters, env=env or {})
         runner = web.AppRunner(app)
@@ -188,6 +232,8 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     yield start
     for runner in reversed(runners):
         await runner.cleanup()
+    for url in databases:
+        drop_pg_database(url)
 
 
 @pytest.fixture

@@ -125,8 +125,8 @@ async def _desk(url: str, tmp_path: Path) -> AsyncIterator[Helpdesk]:
 
 
 @pytest.fixture
-async def desk(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Helpdesk]:
-    async for d in _desk(sqlite_url, tmp_path):
+async def desk(backend_url: str, tmp_path: Path) -> AsyncIterator[Helpdesk]:
+    async for d in _desk(backend_url, tmp_path):
         yield d
 
 

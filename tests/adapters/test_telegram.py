@@ -108,10 +108,10 @@ class DeskIntake:
 
 
 @pytest.fixture
-async def intake(sqlite_url: str, tmp_path: Path) -> AsyncIterator[DeskIntake]:
-    db = open_database(sqlite_url, durable=False)
+async def intake(backend_url: str, tmp_path: Path) -> AsyncIterator[DeskIntake]:
+    db = open_database(backend_url, durable=False)
     upgrade(db)
-    desk = Helpdesk(db, make_settings(sqlite_url, tmp_path), b"test-secret" * 4)
+    desk = Helpdesk(db, make_settings(backend_url, tmp_path), b"test-secret" * 4)
     yield DeskIntake(desk)
     await db.close()
 
