@@ -14,13 +14,14 @@ import pytest
 from sqlalchemy import select, update
 
 from bots.pings import PingBot
-from core import accounts
+from core import accounts, sla_clock
 from core.desk import Actor
 from core.helpdesk import Helpdesk
 from core.messages import Channel, InboundMessage, Sender, ThreadHints
 from core.persistence.database import open_database
 from core.persistence.migrate import upgrade
 from core.persistence.models import Agent, OutboxRow, Ticket, TicketEvent, table_of
+from core.sla import sweep
 from core.tickets import Priority, TicketStatus
 from tests.conftest import make_settings
 from tests.core.conftest import StepClock
@@ -278,3 +279,51 @@ async def test_breach_reassign_with_nobody_else_says_so(desk: Helpdesk, clock: S
     assert row.assignee_id == alice.agent_id  # nobody to hand it to: it stays
     (entry,) = await _events(desk, number, "assignment")
     assert entry.actor == "sla" and "nobody available" in entry.reason
+
+
+async def test_find_signals_reads_the_rows_as_sqlalchemy_would(desk: Helpdesk) -> None:
+    """SQLite's fast path (the sweep's SELECT on the DBAPI cursor, values converted by hand)
+    gives the snapshots and signals of the plain SQLAlchemy query, whatever the stored state."""
+    numbers = [await _open(desk, f"m{i}") for i in range(6)]
+    fired = ["breach:first_response", "warning:resolution"]
+    changes: list[dict[str, Any]] = [
+        {
+            "first_response_at": START + timedelta(minutes=5),
+            "sla_fired": ["warning:first_response"],
+        },
+        {"status": "pending", "paused_since": START + timedelta(hours=1), "sla_fired": fired},
+        {"first_response_due": None, "resolution_due": None},  # computed from the calendar
+        {"resolved_at": START + timedelta(hours=2), "status": "open"},  # reopened
+        {"status": "closed"},  # not swept
+        {"sla_fired": []},  # as opened
+    ]
+    for number, values in zip(numbers, changes, strict=True):
+        await desk.db.write(
+            lambda c, n=number, v=values: c.execute(
+                update(tickets).where(tickets.c.number == n).values(**v)
+            )
+        )
+    sla = desk.settings.sla
+
+    def both(conn: Any, now: datetime) -> tuple[Any, Any]:
+        rows = conn.execute(sla_clock._OPEN_UNDER_POLICY).all()
+        reference = [sla_clock._snapshot(r) for r in rows]
+        expected = sweep(reference, now, sla.policies, sla.calendar_map)
+        if conn.dialect.name == "sqlite":
+            assert list(sla_clock._sqlite_snapshots(conn)) == reference
+        return sla_clock.find_signals(conn, now, sla), expected
+
+    kinds = set()
+    for minutes in (0, 20, 45, 90, 400, 700, 3000):
+        now = START + timedelta(minutes=minutes)
+        found, expected = await desk.db.read(lambda c, now=now: both(c, now))
+        assert found == expected
+        kinds |= {signal.kind for _, signal in found}
+    assert kinds == {"warning", "breach"}
+
+    # stored text not in SQLAlchemy's own form still reads as its result processing would
+    for text in ("2026-03-02 09:00:00.000001", "2026-03-02 09:00:00", "2026-03-02 10:00:00+01:00"):
+        parsed = datetime.fromisoformat(text)
+        expected_utc = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        assert sla_clock._utc_from_sqlite(text) == expected_utc
+        assert sla_clock._utc_from_sqlite(text).utcoffset() == timedelta(0)
