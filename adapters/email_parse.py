@@ -466,7 +466,9 @@ def _payload_bytes(part: Message) -> bytes:
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
         raw = part.get_payload(decode=False)
-        raw_bytes = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else b""
+        # compat32 hands 8-bit payloads back decoded with the part's charset ("\ufffd" for
+        # what it could not): not ASCII, so encode as UTF-8; uudecode skips such lines anyway
+        raw_bytes = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
         return _uudecode(raw_bytes)
     try:
         data = part.get_payload(decode=True)

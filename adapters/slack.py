@@ -196,6 +196,9 @@ class SlackAdapter:
             return
         thread_ts = event.get("thread_ts")
         if channel == self.settings.team_channel:
+            if message_time(event.get("ts")) is None:
+                await ack()  # not a message Slack sent; nothing to answer or dedupe by
+                return
             if thread_ts and thread_ts != event.get("ts"):
                 await self._thread_reply(event, ack)
             else:
@@ -207,16 +210,23 @@ class SlackAdapter:
 
     async def _customer_message(self, event: JSON) -> None:
         assert self.intake is not None
-        msg = await self.inbound_message(event)
+        try:
+            msg = await self.inbound_message(event)
+        except InvalidInput as err:  # malformed: Slack's retries would not mend it
+            await self.intake.quarantine(self.channel, f"malformed event: {err}", _raw(event))
+            return
         try:
             await self.intake.ingest(msg)
         except InvalidInput as err:  # retrying will not help: keep it for a person to look at
-            raw = json.dumps(event).encode()
-            await self.intake.quarantine(self.channel, f"rejected by intake: {err}", raw)
+            await self.intake.quarantine(self.channel, f"rejected by intake: {err}", _raw(event))
 
     async def inbound_message(self, event: JSON) -> InboundMessage:
-        channel, ts, user = str(event["channel"]), str(event["ts"]), str(event["user"])
-        thread_ts = event.get("thread_ts")
+        """The customer's message; InvalidInput when the event lacks what identifies it."""
+        channel, ts, user = str(event.get("channel", "")), event.get("ts"), event.get("user")
+        received_at = message_time(ts)
+        if not (channel and user) or received_at is None:
+            raise InvalidInput(f"a message event needs channel, user and ts (ts: {ts!r})", "ts")
+        user, thread_ts = str(user), event.get("thread_ts")
         name, email = await self.profile(user)
         dm = event.get("channel_type") == "im"
         refs: tuple[str, ...] = ()
@@ -232,7 +242,7 @@ class SlackAdapter:
             external_id=f"{channel}:{ts}",
             sender=Sender(address=user, name=name, email=email),
             text=message_text(event),
-            received_at=datetime.fromtimestamp(float(ts), UTC),
+            received_at=received_at,
             thread_hints=ThreadHints(references=refs),
             raw=json.dumps(event).encode(),
             metadata={
@@ -266,15 +276,19 @@ class SlackAdapter:
 
     async def _on_action(self, body: JSON, respond: AsyncRespond) -> None:
         assert self.intake is not None
-        user = body.get("user") or {}
+        # bolt hands the payload on as Slack sent it: every level is read as "a dict, or empty"
+        user = _obj(body.get("user"))
         user_id = str(user.get("id", ""))
-        container = body.get("container") or {}
-        channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
-        message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts") or ""
+        container = _obj(body.get("container"))
+        channel = str(_obj(body.get("channel")).get("id") or container.get("channel_id") or "")
+        message_ts = str(container.get("message_ts") or _obj(body.get("message")).get("ts") or "")
         refs: tuple[str, ...] = (f"{channel}:{message_ts}",) if channel and message_ts else ()
         if refs and channel.startswith("D"):
             refs = (f"{user_id}:{message_ts}", *refs)  # as in inbound_message: DM alias
-        for action in body.get("actions", ()):
+        actions = body.get("actions")
+        for action in actions if isinstance(actions, list) else ():
+            if not isinstance(action, dict):
+                continue
             if "url" in action and "value" not in action:
                 continue  # a link button: Slack opened the link, nothing for us to do
             reply = await self.intake.interact(
@@ -305,7 +319,11 @@ class SlackAdapter:
         )
         if reply.text:
             await self._answer(
-                respond, command, command.get("channel_id", ""), command["user_id"], reply.text
+                respond,
+                command,
+                str(command.get("channel_id", "")),
+                str(command.get("user_id", "")),
+                reply.text,
             )
 
     async def _answer(
@@ -438,6 +456,20 @@ def is_from_bot(event: JSON, bot_user_id: str | None) -> bool:
     )
 
 
+def message_time(ts: Any) -> datetime | None:
+    """When a message was sent, from its ts ("1700000100.000100"); None when it is not one."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        return datetime.fromtimestamp(float(ts), UTC)
+    except (ValueError, OverflowError, OSError):  # "abc", "nan", "1e400", year 300000
+        return None
+
+
+def _raw(event: JSON) -> bytes:
+    return json.dumps(event).encode()
+
+
 def message_text(event: JSON) -> str:
     """The text as a person reads it, with the names and links of shared files."""
     text = plain_text(str(event.get("text") or ""))
@@ -469,8 +501,12 @@ def plain_text(text: str) -> str:
 
 def _selected(action: JSON) -> str:
     """A menu's choice, for completeness: our messages only carry buttons."""
-    option = action.get("selected_option") or {}
-    return str(option.get("value", ""))
+    return str(_obj(action.get("selected_option")).get("value", ""))
+
+
+def _obj(value: Any) -> JSON:
+    """A payload's object field, or {} when it is missing or of another type."""
+    return value if isinstance(value, dict) else {}
 
 
 def _retry_after(headers: Mapping[str, Any]) -> float:

@@ -196,6 +196,12 @@ def _retry_seconds(err: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+def text_of(message: Message) -> str:
+    """The text or caption. PTB does not check the JSON's types: a non-string is no text."""
+    text = message.text or message.caption or ""
+    return text if isinstance(text, str) else ""
+
+
 def _with_notes(text: str, notes: Iterable[str]) -> str:
     return "\n\n".join([p for p in (text, *notes) if p])
 
@@ -370,6 +376,9 @@ class TelegramAdapter:
         user = message.from_user if message is not None else None
         if message is None or user is None or user.is_bot:
             return  # channel posts, service updates, bots (us included)
+        if message.chat is None:  # PTB parses it, but it can be neither threaded nor answered
+            await self._require_intake().quarantine("telegram", "a message without a chat", raw)
+            return
         if self._is_team_chat(message.chat):
             if not edited:
                 await self._on_team_message(update, message)
@@ -391,7 +400,7 @@ class TelegramAdapter:
     ) -> InboundMessage | None:
         assert message.from_user is not None
         chat_id = message.chat.id
-        text = message.text or message.caption or ""
+        text = text_of(message)
         if not text and message.sticker is not None:
             text = f"[sticker {message.sticker.emoji or ''}]".replace(" ]", "]")
         attachments: tuple[Attachment, ...] = ()
@@ -475,12 +484,13 @@ class TelegramAdapter:
             await intake.quarantine("telegram", f"rejected by intake: {err}", raw)
 
     async def _on_callback(self, query: CallbackQuery) -> None:
-        if query.data is None:  # a game button: not ours
+        if query.data is None or query.from_user is None:  # a game button, or no one clicked
             await self._answer(query, "")
             return
         action, value = parse_callback_data(query.data)
         where = query.message
-        refs = (f"{where.chat.id}:{where.message_id}",) if where is not None else ()
+        known = where is not None and where.chat is not None
+        refs = (f"{where.chat.id}:{where.message_id}",) if known else ()
         interaction = Interaction(
             channel=Channel.TELEGRAM,
             external_id=f"callback:{query.id}",
@@ -501,7 +511,7 @@ class TelegramAdapter:
     async def _on_team_message(self, update: Update, message: Message) -> None:
         assert message.from_user is not None
         bot = message.get_bot()
-        text = message.text or message.caption or ""
+        text = text_of(message)
         reply_to = message.reply_to_message
         base = {
             "channel": Channel.TELEGRAM,

@@ -8,6 +8,15 @@ message with a distinct ``Idempotency-Key``. Both servers commit durably (WAL,
 
     python -m bench.intake                       # the default run (well under 2 minutes)
     python -m bench.intake --requests 5000 --concurrency 50 --procs 2 --check
+    python -m bench.intake --postgres --servers 3 --json out.json   # 3 processes, one database
+
+``--postgres [URL]`` runs both servers on PostgreSQL instead: each on a scratch database created
+on the server of URL (default ``postgresql://postgres@127.0.0.1:5432/test``) and dropped
+afterwards; the reference is then ``bench/reference_server.py --pg`` (asyncpg, one autocommit
+INSERT per request). ``--servers N`` starts N ``helpline serve`` processes, each on its own port,
+on the one database (as in docs/deployment.md), and the load generator spreads its connections
+over the ports round-robin. ``--json PATH`` also writes the results and the checks as JSON
+(``python -m bench`` reads it).
 
 Targets (the issue's): helpline >= 1,500 tickets/s with p99 < 50 ms at 50 clients, >= 50% of the
 reference's throughput, idle RSS < 150 MB. Exit status is 0 unless ``--check`` is given and a
@@ -19,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -41,6 +51,7 @@ MAX_P99_MS = 50.0
 MIN_RATIO = 0.5  # of the reference's throughput
 MAX_IDLE_RSS_MB = 150.0
 STARTUP_TIMEOUT = 30.0
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = (
@@ -73,7 +84,7 @@ def payload(tag: str, i: int) -> dict[str, str]:
 
 
 async def _drive(
-    url: str, tag: str, indices: list[int], concurrency: int, start_at: float
+    urls: list[str], tag: str, indices: list[int], concurrency: int, start_at: float, offset: int
 ) -> Sample:
     sample = Sample()
     pending = iter(indices)
@@ -81,7 +92,7 @@ async def _drive(
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def worker() -> None:
+        async def worker(url: str) -> None:
             for i in pending:  # a shared iterator: each index is taken once
                 headers = {"Idempotency-Key": f"bench-{tag}-{i}"}
                 began = time.perf_counter()
@@ -102,28 +113,39 @@ async def _drive(
         await asyncio.sleep(max(0.0, start_at - time.time()))
         cpu0 = time.process_time()
         sample.started = time.time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        # worker k of the whole load generator talks to server k mod N (keep-alive connections)
+        await asyncio.gather(*(worker(urls[(offset + k) % len(urls)]) for k in range(concurrency)))
         sample.finished = time.time()
         sample.cpu = time.process_time() - cpu0
     return sample
 
 
-def drive(url: str, tag: str, indices: list[int], concurrency: int, start_at: float) -> Sample:
-    return asyncio.run(_drive(url, tag, indices, concurrency, start_at))
+def drive(
+    urls: list[str], tag: str, indices: list[int], concurrency: int, start_at: float, offset: int
+) -> Sample:
+    return asyncio.run(_drive(urls, tag, indices, concurrency, start_at, offset))
 
 
 def load(
-    pool: ProcessPoolExecutor | None, url: str, tag: str, total: int, concurrency: int, procs: int
+    pool: ProcessPoolExecutor | None,
+    urls: list[str],
+    tag: str,
+    total: int,
+    concurrency: int,
+    procs: int,
 ) -> list[Sample]:
-    """``total`` requests with ``concurrency`` in flight, split over ``procs`` processes."""
+    """``total`` requests with ``concurrency`` in flight, split over ``procs`` processes and
+    spread over the servers at ``urls``."""
     if pool is None:
-        return [drive(url, tag, list(range(total)), concurrency, time.time())]
+        return [drive(urls, tag, list(range(total)), concurrency, time.time(), 0)]
     start_at = time.time() + 0.3  # all processes begin together, after they are scheduled
     futures = []
+    offset = 0
     for p in range(procs):
         share = list(range(p, total, procs))
         workers = concurrency // procs + (1 if p < concurrency % procs else 0)
-        futures.append(pool.submit(drive, url, tag, share, workers, start_at))
+        futures.append(pool.submit(drive, urls, tag, share, workers, start_at, offset))
+        offset += workers
     return [f.result() for f in futures]
 
 
@@ -167,9 +189,10 @@ class Server:
         return total
 
 
-def helpline_config(work: Path, port: int) -> Path:
+def helpline_config(work: Path, port: int, database_url: str | None = None) -> Path:
     data = work / "helpline-data"
     config = work / "helpline.toml"
+    url = database_url or f"sqlite:///{data}/helpline.db"
     config.write_text(
         f"""
 [service]
@@ -179,11 +202,14 @@ data_dir = "{data}"
 log_level = "warning"
 
 [database]
-url = "sqlite:///{data}/helpline.db"
+url = "{url}"
 durable = true
 
 [intake]
 rate_limit_per_minute = 100000000
+
+[email.smtp_server]
+enabled = false  # no SMTP listener: port 2525 is not ours to take, and N processes would clash
 """.lstrip()
     )
     return config
@@ -204,11 +230,18 @@ def helpline_command(config: Path, port: int, workers: int = 1) -> list[str]:
     ]
 
 
-def start(name: str, command: list[str], port: int, work: Path) -> Server:
+def start(
+    name: str, command: list[str], port: int, work: Path, env: dict[str, str] | None = None
+) -> Server:
     log = work / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
         )
     server = Server(name, proc, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -250,6 +283,26 @@ def stop(server: Server) -> None:
 # -- one measured server ---------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def scratch_database(admin_url: str, name: str) -> Iterator[str]:
+    """A new PostgreSQL database on the server of ``admin_url``, dropped afterwards."""
+    import asyncpg
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @dataclass
 class Result:
     name: str
@@ -262,6 +315,8 @@ class Result:
     rss_peak: float
     server_cpu: float  # fraction of one core the server used during the measured phase
     client_cpu: float  # the same, summed over the load-generator processes
+    processes: int = 1  # serving processes (--servers); RSS figures are their sums
+    rss_peaks: list[float] = field(default_factory=list)  # each process's VmHWM
 
     @property
     def ok(self) -> int:
@@ -278,53 +333,78 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def measure(server: Server, args: argparse.Namespace, pool: ProcessPoolExecutor | None) -> Result:
-    url = f"{server.base_url}/api/v1/messages"
+def measure(
+    servers: list[Server], args: argparse.Namespace, pool: ProcessPoolExecutor | None
+) -> Result:
+    urls = [f"{server.base_url}/api/v1/messages" for server in servers]
     time.sleep(args.settle)  # let start-up garbage be collected before idle RSS is read
-    rss_idle = server.rss_mb()
-    tag = f"{server.name}-{os.getpid()}-{int(time.time())}"
+    rss_idle = sum(server.rss_mb() for server in servers)
+    tag = f"{servers[0].name}-{os.getpid()}-{int(time.time())}"
     if args.warmup:
-        load(pool, url, f"{tag}-w", args.warmup, args.concurrency, args.procs)
-    cpu0 = server.cpu_seconds()
-    samples = load(pool, url, tag, args.requests, args.concurrency, args.procs)
+        load(pool, urls, f"{tag}-w", args.warmup, args.concurrency, args.procs)
+    cpu0 = sum(server.cpu_seconds() for server in servers)
+    samples = load(pool, urls, tag, args.requests, args.concurrency, args.procs)
     seconds = max(s.finished for s in samples) - min(s.started for s in samples)
-    server_cpu = (server.cpu_seconds() - cpu0) / seconds
+    server_cpu = (sum(server.cpu_seconds() for server in servers) - cpu0) / seconds
     errors: dict[str, int] = {}
     for s in samples:
         for key, n in s.errors.items():
             errors[key] = errors.get(key, 0) + n
+    peaks = [server.peak_rss_mb() for server in servers]
     return Result(
-        name=server.name,
+        name=servers[0].name,
         requests=args.requests,
         errors=errors,
         seconds=seconds,
         latencies=[x for s in samples for x in s.latencies],
         rss_idle=rss_idle,
-        rss_after=server.rss_mb(),
-        rss_peak=server.peak_rss_mb(),
+        rss_after=sum(server.rss_mb() for server in servers),
+        rss_peak=sum(peaks),
         server_cpu=server_cpu,
         client_cpu=sum(s.cpu for s in samples) / seconds,
+        processes=len(servers),
+        rss_peaks=peaks,
     )
 
 
 def run_one(
     name: str, args: argparse.Namespace, pool: ProcessPoolExecutor | None, work: Path
 ) -> Result:
-    port = free_port()
-    if name == "helpline":
-        command = helpline_command(helpline_config(work, port), port, args.workers)
-    else:
-        command = [
-            sys.executable, "-m", "bench.reference_server",
-            "--db", str(work / "reference.db"), "--port", str(port),
-        ]  # fmt: skip
-    server = start(name, command, port, work)
-    try:
-        if args.profile and name == "helpline":
-            print(f"helpline pid {server.proc.pid} (attach a profiler now)", flush=True)
-        return measure(server, args, pool)
-    finally:
-        stop(server)
+    with contextlib.ExitStack() as stack:
+        database_url = None
+        if args.postgres:
+            scratch = f"bench_intake_{os.getpid()}_{name}"
+            database_url = stack.enter_context(scratch_database(args.postgres, scratch))
+        servers: list[Server] = []
+        try:
+            if name == "helpline":
+                ports = [free_port() for _ in range(args.servers)]
+                config = helpline_config(work, ports[0], database_url)
+                # one signing key for all the processes, as docs/deployment.md asks
+                env = {"HELPLINE_SECRET_KEY": "bench-" + "k" * 40} if args.servers > 1 else None
+                for k, port in enumerate(ports):  # the first migrates; the others find it done
+                    command = helpline_command(config, port, args.workers)
+                    label = name if k == 0 else f"{name}-{k + 1}"
+                    servers.append(start(label, command, port, work, env))
+                servers[0].name = name
+            else:
+                port = free_port()
+                where = (
+                    ["--pg", database_url, "--pool", str(args.pg_pool)]
+                    if database_url
+                    else ["--db", str(work / "reference.db")]
+                )
+                command = [
+                    sys.executable, "-m", "bench.reference_server", *where, "--port", str(port),
+                ]  # fmt: skip
+                servers.append(start(name, command, port, work))
+            if args.profile and name == "helpline":
+                pids = ", ".join(str(server.proc.pid) for server in servers)
+                print(f"helpline pid {pids} (attach a profiler now)", flush=True)
+            return measure(servers, args, pool)
+        finally:
+            for server in servers:
+                stop(server)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -334,6 +414,77 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def backend(args: argparse.Namespace) -> str:
+    if args.postgres:
+        return "PostgreSQL (scratch database, synchronous_commit on)"
+    return "SQLite durable (WAL, synchronous=FULL)"
+
+
+def targets(results: dict[str, Result]) -> list[tuple[str, bool, str]]:
+    """The issue's targets as (label, met, measured value); empty without a helpline result."""
+    helpline = results.get("helpline")
+    if helpline is None:
+        return []
+    checks = [
+        (
+            f"throughput >= {MIN_THROUGHPUT:.0f}/s",
+            helpline.throughput >= MIN_THROUGHPUT,
+            f"{helpline.throughput:.0f}/s",
+        ),
+        (
+            f"p99 < {MAX_P99_MS:.0f} ms",
+            helpline.percentile(0.99) < MAX_P99_MS,
+            f"{helpline.percentile(0.99):.1f} ms",
+        ),
+        (
+            f"idle RSS < {MAX_IDLE_RSS_MB:.0f} MB",
+            helpline.rss_idle / helpline.processes < MAX_IDLE_RSS_MB,
+            f"{helpline.rss_idle / helpline.processes:.0f} MB per process",
+        ),
+        ("no errors", not helpline.errors, str(sum(helpline.errors.values()))),
+    ]
+    reference = results.get("reference")
+    if reference is not None and reference.throughput:
+        ratio = helpline.throughput / reference.throughput
+        label = f"ratio >= {MIN_RATIO:.0%} of reference"
+        checks.append((label, ratio >= MIN_RATIO, f"{ratio:.0%}"))
+    return checks
+
+
+def write_json(path: str, results: dict[str, Result], args: argparse.Namespace) -> None:
+    """What ``python -m bench`` reads: the figures of each server and the checks."""
+    data = {
+        "backend": "postgresql" if args.postgres else "sqlite",
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+        "procs": args.procs,
+        "servers": args.servers,
+        "workers": args.workers,
+        "loadavg": os.getloadavg(),
+        "results": {
+            name: {
+                "requests": r.requests,
+                "ok": r.ok,
+                "errors": r.errors,
+                "seconds": r.seconds,
+                "throughput": r.throughput,
+                "p50_ms": r.percentile(0.50),
+                "p99_ms": r.percentile(0.99),
+                "rss_idle_mb": r.rss_idle,
+                "rss_after_mb": r.rss_after,
+                "rss_peak_mb": r.rss_peak,
+                "rss_peaks_mb": r.rss_peaks,
+                "processes": r.processes,
+                "server_cpu": r.server_cpu,
+                "client_cpu": r.client_cpu,
+            }
+            for name, r in results.items()
+        },
+        "checks": [{"label": a, "ok": b, "value": c} for a, b, c in targets(results)],
+    }
+    Path(path).write_text(json.dumps(data, indent=1, allow_nan=True))
+
+
 def report(results: dict[str, Result], args: argparse.Namespace) -> bool:
     head = (
         f"{'name':<10} | {'requests':>8} | {'errors':>6} | {'req/s':>8} | {'p50 ms':>7} | "
@@ -341,9 +492,10 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> bool:
     )
     print()
     print(
-        f"JSON intake, {args.concurrency} concurrent clients, {args.requests} requests "
-        f"(+{args.warmup} warm-up), load generator: {args.procs} process(es), "
-        f"{os.cpu_count()} CPUs"
+        f"JSON intake, {backend(args)}, {args.concurrency} concurrent clients, "
+        f"{args.requests} requests (+{args.warmup} warm-up), helpline serving processes: "
+        f"{args.servers} x --workers {args.workers}, load generator: {args.procs} process(es), "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     print(head)
     print("-" * len(head))
@@ -358,35 +510,20 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> bool:
     for r in results.values():
         for key, n in sorted(r.errors.items()):
             print(f"  {r.name} error: {key} x{n}")
-    print("(CPU: share of one core used by the server process / by the load generator)")
+    print(
+        "(CPU: share of one core used by the server process(es) / by the load generator; "
+        "RSS: summed over the serving processes)"
+    )
 
     helpline = results.get("helpline")
     if helpline is None:
         return True
-    checks = [
-        (
-            f"throughput >= {MIN_THROUGHPUT:.0f}/s",
-            helpline.throughput >= MIN_THROUGHPUT,
-            f"{helpline.throughput:.0f}/s",
-        ),
-        (
-            f"p99 < {MAX_P99_MS:.0f} ms",
-            helpline.percentile(0.99) < MAX_P99_MS,
-            f"{helpline.percentile(0.99):.1f} ms",
-        ),
-        (
-            f"idle RSS < {MAX_IDLE_RSS_MB:.0f} MB",
-            helpline.rss_idle < MAX_IDLE_RSS_MB,
-            f"{helpline.rss_idle:.0f} MB",
-        ),
-        ("no errors", not helpline.errors, str(sum(helpline.errors.values()))),
-    ]
+    checks = targets(results)
     reference = results.get("reference")
     if reference is not None and reference.throughput:
-        ratio = helpline.throughput / reference.throughput
-        print(f"\nhelpline / reference throughput: {ratio:.2f}")
-        label = f"ratio >= {MIN_RATIO:.0%} of reference"
-        checks.append((label, ratio >= MIN_RATIO, f"{ratio:.0%}"))
+        print(
+            f"\nhelpline / reference throughput: {helpline.throughput / reference.throughput:.2f}"
+        )
     print()
     for label, ok, value in checks:
         print(f"  {verdict(ok)}  {label:<28} ({value})")
@@ -412,7 +549,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="helpline serving processes (`helpline serve --workers N`)",
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="separate `helpline serve` processes, each on its own port, one database",
+    )
+    p.add_argument(
+        "--postgres",
+        nargs="?",
+        const=POSTGRES_URL,
+        default=None,
+        metavar="URL",
+        help=f"run both servers on scratch PostgreSQL databases (default server {POSTGRES_URL})",
+    )
+    p.add_argument("--pg-pool", type=int, default=20, help="the reference's asyncpg pool size")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    if args.servers > 1 and not args.postgres:
+        p.error("--servers > 1 needs --postgres (processes on one SQLite file would each lead)")
+    return args
 
 
 @contextlib.contextmanager
@@ -443,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         if pool is not None:
             pool.shutdown()
     passed = report(results, args)
+    if args.json:
+        write_json(args.json, results, args)
     return 1 if args.check and not passed else 0
 
 

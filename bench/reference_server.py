@@ -5,7 +5,12 @@ fields, and does ONE ``INSERT`` + ``COMMIT`` per request on a SQLite file with t
 durability as helpline's durable mode (WAL journal, ``synchronous=FULL``). SQLite allows one
 writer at a time, so the plain way is one connection owned by one worker thread.
 
+With ``--pg URL`` the same handler does its one ``INSERT`` (autocommit: one durable commit per
+request, PostgreSQL's default ``synchronous_commit = on``) through an asyncpg pool of
+``--pool`` connections instead: the yardstick for helpline on PostgreSQL.
+
     python -m bench.reference_server --db /tmp/ref.db --port 8081
+    python -m bench.reference_server --pg postgresql://postgres@127.0.0.1:5432/scratch --port 8081
 """
 
 from __future__ import annotations
@@ -37,6 +42,53 @@ INSERT = (
 )
 
 
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bench_reference_messages (
+    id BIGSERIAL PRIMARY KEY,
+    idempotency_key TEXT UNIQUE,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)
+"""
+PG_INSERT = (
+    "INSERT INTO bench_reference_messages"
+    " (idempotency_key, name, email, subject, body, created_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"
+)
+
+
+class PgStore:
+    """An asyncpg pool; each request one INSERT in its own (implicit) transaction."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url = url
+        self.size = size
+        self.pool: Any = None
+
+    async def open(self, _app: web.Application) -> None:
+        import asyncpg
+
+        self.pool = await asyncpg.create_pool(self.url, min_size=self.size, max_size=self.size)
+        async with self.pool.acquire() as conn:
+            await conn.execute(PG_SCHEMA)
+
+    async def close(self, _app: web.Application) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def insert(self, row: tuple[Any, ...]) -> int | None:
+        import asyncpg
+
+        try:
+            async with self.pool.acquire() as conn:
+                return int(await conn.fetchval(PG_INSERT, *row))
+        except asyncpg.UniqueViolationError:  # a repeated Idempotency-Key
+            return None
+
+
 class Store:
     """One connection, used only from its one thread."""
 
@@ -66,8 +118,8 @@ class Store:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._insert, row)
 
 
-def make_app(db_path: str) -> web.Application:
-    store = Store(db_path)
+def make_app(db_path: str | None, pg_url: str | None = None, pool: int = 10) -> web.Application:
+    store: Store | PgStore = PgStore(pg_url, pool) if pg_url else Store(str(db_path))
 
     async def submit(request: web.Request) -> web.Response:
         try:
@@ -97,6 +149,9 @@ def make_app(db_path: str) -> web.Application:
         return web.json_response({"status": "ok"})
 
     app = web.Application()
+    if isinstance(store, PgStore):
+        app.on_startup.append(store.open)
+        app.on_cleanup.append(store.close)
     app.router.add_post("/api/v1/messages", submit)
     app.router.add_get("/healthz", healthz)
     return app
@@ -104,11 +159,15 @@ def make_app(db_path: str) -> web.Application:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--db", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite file (WAL, synchronous=FULL)")
+    where.add_argument("--pg", metavar="URL", help="PostgreSQL database (asyncpg pool)")
+    parser.add_argument("--pool", type=int, default=10, help="asyncpg pool size (with --pg)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    web.run_app(make_app(args.db), host=args.host, port=args.port, print=None, access_log=None)
+    app = make_app(args.db, args.pg, args.pool)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ from core.sla import (
     due_times,
     evaluate,
     fired_key,
+    next_check,
     parse_sla,
     resolution_due,
     sweep,
@@ -292,7 +293,7 @@ def run(args: argparse.Namespace) -> bool:
 
 # -- the database scenario: the sweep the server runs ------------------------------------------
 
-DB_VERSION = 1  # bump when the generated data changes: cached databases are then rebuilt
+DB_VERSION = 2  # bump when the generated data changes: cached databases are then rebuilt
 DB_TEAMS = 8
 AGENTS_PER_TEAM = 25
 SUPERVISORS = ["email:lead@support.test", "slack:ULEAD"]
@@ -303,9 +304,9 @@ TICKET_COLUMNS = (
     "id, number, customer_id, channel, subject, status, priority, team_id, assignee_id, tags, "
     "reply_identity_id, portal_version, reopen_count, created_at, updated_at, "
     "first_response_at, resolved_at, closed_at, first_response_due, resolution_due, kind, "
-    "sla_policy, sla_fired, paused_since"
+    "sla_policy, sla_fired, paused_since, sla_next_check"
 )
-_TIMES = (13, 14, 15, 16, 17, 18, 19, 23)  # positions of the datetimes in a ticket row
+_TIMES = (13, 14, 15, 16, 17, 18, 19, 23, 24)  # positions of the datetimes in a ticket row
 _FIRED = 22  # position of sla_fired
 
 
@@ -344,6 +345,7 @@ def generate_dataset(
     def agent(team: int) -> int:
         return (team - 1) * AGENTS_PER_TEAM + rng.randrange(AGENTS_PER_TEAM) + 1
 
+    by_name = {p.name: p for p in policies}
     rows: list[list[Any]] = []
     for s in snapshots:
         team = rng.randrange(DB_TEAMS) + 1
@@ -383,9 +385,16 @@ def generate_dataset(
                 s.policy,
                 sorted(fired.get(s.ticket_id, ())),
                 paused_since,
+                # when the sweep reads it next, as the previous sweep left it
+                next_check(
+                    replace(s, fired=frozenset(fired.get(s.ticket_id, ()))),
+                    calendars[by_name[s.policy].calendar],
+                    by_name[s.policy],
+                )
+                if s.policy in by_name
+                else None,
             ]
         )
-    by_name = {p.name: p for p in policies}
     for _ in range(args.closed):
         priority = _pick(rng, PRIORITIES) or "normal"
         tier = _pick(rng, TIERS)
@@ -430,6 +439,7 @@ def generate_dataset(
                 "ticket",
                 policy.name,
                 keys,
+                None,
                 None,
             ]
         )
@@ -499,7 +509,7 @@ def build_sqlite(path: Path, data: Dataset, now: datetime) -> None:
         "created_at) SELECT id, id, 'email', email, name, 0, created_at FROM customers"
     )
     con.executemany(
-        f"INSERT INTO tickets ({TICKET_COLUMNS}) VALUES ({', '.join('?' * 24)})",
+        f"INSERT INTO tickets ({TICKET_COLUMNS}) VALUES ({', '.join('?' * 25)})",
         (_sqlite_row(row) for row in data.tickets),
     )
     con.executemany(
@@ -565,7 +575,7 @@ def time_find_signals(db: Database, now: datetime, settings: Settings, runs: int
     sla = settings.sla
 
     def unit(conn: Connection) -> list[tuple[int, SlaSignal]]:
-        return sla_clock.find_signals(conn, now, sla)
+        return sla_clock.find_signals(conn, now, sla)[0]
 
     async def go() -> DbRow:
         found = await db.read(unit)  # warm-up: OS and SQLite page cache, statement cache
@@ -592,7 +602,7 @@ def time_sweep_sla(
         desk = helpdesk_for(db, settings)
         try:
             # warm the page cache as a running server's is; not timed
-            found = await db.read(lambda conn: sla_clock.find_signals(conn, now, sla))
+            found = await db.read(lambda conn: sla_clock.find_signals(conn, now, sla)[0])
             gc.collect()
             start, start_cpu = time.perf_counter(), time.process_time()
             fired = await desk.sweep_sla(now)

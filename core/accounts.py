@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from core import audit
 from core.assign import parse_days, parse_hours, zone
 from core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from core.persistence.models import Agent, ApiToken, Team, table_of
@@ -110,9 +111,17 @@ def add_agent(
 
 
 def create_token(
-    conn: Connection, *, name: str, role: Role, now: datetime, agent_email: str | None = None
+    conn: Connection,
+    *,
+    name: str,
+    role: Role,
+    now: datetime,
+    agent_email: str | None = None,
+    actor: str = "system",
+    ip: str | None = None,
 ) -> str:
-    """Create a token and return it; only its hash is kept, so it cannot be shown again."""
+    """Create a token and return it; only its hash is kept, so it cannot be shown again.
+    The audit log records it (by id, never its value) in the same transaction."""
     agent_id = None
     if agent_email:
         agent_id = conn.execute(
@@ -121,19 +130,33 @@ def create_token(
         if agent_id is None:
             raise NotFound(f"no agent with email {agent_email}")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    conn.execute(
-        insert(tokens).values(
+    token_id = conn.execute(
+        insert(tokens)
+        .values(
             name=name,
             token_hash=hash_token(token),
             role=role.value,
             agent_id=agent_id,
             created_at=now,
         )
+        .returning(tokens.c.id)
+    ).scalar_one()
+    details = {"name": name, "role": role.value, "agent": agent_email or None}
+    audit.record_admin_action(
+        conn,
+        actor=actor,
+        action="token.create",
+        target=f"token:{token_id}",
+        details=details,
+        ip=ip,
+        now=now,
     )
     return token
 
 
-def revoke_token(conn: Connection, token_id: int, now: datetime) -> None:
+def revoke_token(
+    conn: Connection, token_id: int, now: datetime, *, actor: str = "system", ip: str | None = None
+) -> None:
     done = conn.execute(
         update(tokens)
         .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
@@ -141,6 +164,27 @@ def revoke_token(conn: Connection, token_id: int, now: datetime) -> None:
     ).rowcount
     if not done:
         raise NotFound(f"no active token {token_id}")
+    audit.record_admin_action(
+        conn, actor=actor, action="token.revoke", target=f"token:{token_id}", ip=ip, now=now
+    )
+
+
+def list_tokens(conn: Connection) -> list[Any]:
+    """Every token (never its value: only the hash is stored), oldest first."""
+    return list(
+        conn.execute(
+            select(
+                tokens.c.id,
+                tokens.c.name,
+                tokens.c.role,
+                agents.c.email.label("agent_email"),
+                tokens.c.created_at,
+                tokens.c.revoked_at,
+            )
+            .outerjoin(agents, agents.c.id == tokens.c.agent_id)
+            .order_by(tokens.c.id)
+        ).all()
+    )
 
 
 def authenticate(conn: Connection, token: str) -> Principal:

@@ -37,6 +37,9 @@ class ServiceSettings:
     # Serving processes sharing the port; more than one uses more cores (the first process
     # alone polls IMAP and Telegram)
     workers: int = 1
+    # PostgreSQL, several processes: how often a follower asks for the lead (and the leader
+    # checks it still holds it); a dead leader is replaced within about this time
+    leader_retry_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class IntakeSettings:
     max_body_chars: int = 100_000
     # Web form and JSON intake: accepted submissions per client IP per minute.
     rate_limit_per_minute: int = 20
+    # ...and per sender (the normalized email), wherever they submit from; more are answered
+    # 429 and kept in the quarantine, never lost.
+    rate_limit_per_identity_per_minute: int = 10
     # A customer writing to a resolved ticket reopens it within this many days; later, a new
     # ticket linked to the old one is opened.
     reopen_window_days: int = 14
@@ -302,6 +308,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("service.public_url: must start with http:// or https://")
     if not 0 < settings.service.port < 65536:
         raise ConfigError("service.port: must be between 1 and 65535")
+    if not settings.service.leader_retry_seconds > 0:
+        raise ConfigError("service.leader_retry_seconds: must be more than 0")
     email = settings.email
     addresses = [("from_address", email.from_address)]
     addresses += [(f"addresses[{i}]", a) for i, a in enumerate(email.addresses)]

@@ -157,9 +157,11 @@ def reply(
     if ticket.kind == "task":
         raise InvalidInput(f"#{number} is a task: add a note instead of a reply", "ticket")
     message_id = _add_message(conn, ctx, ticket.id, MessageKind.OUTBOUND, text, html, actor)
-    values: dict[str, Any] = {}
+    # the reports' numbers: replies so far, seconds to the first one
+    values: dict[str, Any] = {"agent_replies": tickets.c.agent_replies + 1}
     if ticket.first_response_at is None:
         values["first_response_at"] = ctx.now
+        values["first_response_seconds"] = (ctx.now - ticket.created_at).total_seconds()
     touch(conn, ticket.id, ctx.now, **values)
     record(conn, ticket.id, at=ctx.now, actor=actor.ref, kind="replied", message_id=message_id)
     ctx.emit(
@@ -237,7 +239,7 @@ def update_fields(
         return
     sla: dict[str, Any] = {}
     if "priority" in changes:
-        sla = reapplied(conn, ticket, changes["priority"], ctx.settings.sla)
+        sla = reapplied(conn, ticket, changes["priority"], ctx.settings.sla, ctx.now)
     touch(conn, ticket.id, ctx.now, **changes, **sla)
     record(conn, ticket.id, at=ctx.now, actor=actor.ref, kind="updated", **changes)
     if sla:
@@ -287,10 +289,11 @@ def _move(
     values: dict[str, Any] = {"status": target.value}
     if target is TicketStatus.RESOLVED:
         values["resolved_at"] = ctx.now
+        values["resolution_seconds"] = (ctx.now - ticket.created_at).total_seconds()
     elif target is TicketStatus.CLOSED:
         values["closed_at"] = ctx.now
     elif current is TicketStatus.RESOLVED:
-        values["resolved_at"] = None
+        values["resolved_at"] = values["resolution_seconds"] = None
         values["reopen_count"] = ticket.reopen_count + 1
     values.update(clock_values(ticket, current, target, ctx.now, ctx.settings.sla))
     touch(conn, ticket.id, ctx.now, **values)

@@ -157,7 +157,7 @@ class Helpdesk:
         """Fire the SLA warnings and breaches crossed by ``now``; returns how many fired."""
         now = now or self.clock()
         sla = self.settings.sla
-        signals = await self.db.read(lambda conn: sla_clock.find_signals(conn, now, sla))
+        signals, examined = await self.db.read(lambda conn: sla_clock.find_signals(conn, now, sla))
         fired = 0
         for start in range(0, len(signals), batch):
             chunk = signals[start : start + batch]
@@ -166,6 +166,13 @@ class Helpdesk:
                 return sla_clock.fire_all(conn, ctx, chunk)
 
             fired += await self.run(unit, now=now)
+        for start in range(0, len(examined), batch):
+            ids = examined[start : start + batch]
+
+            def later(conn: Connection, ctx: UnitContext, ids: Sequence[int] = ids) -> None:
+                sla_clock.reschedule(conn, ctx, ids)
+
+            await self.run(later, now=now)
         return fired
 
     async def run_proactive(

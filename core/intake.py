@@ -457,6 +457,7 @@ def _open_ticket(
             "sla_fired": [],
             "first_response_due": triage.first_response_due,
             "resolution_due": triage.resolution_due,
+            "sla_next_check": triage.sla_next_check,
         },
     ).scalar_one()
     record(
@@ -524,7 +525,7 @@ def _continue_ticket(
         values["status"] = target.value
         if current is TicketStatus.RESOLVED:
             values["reopen_count"] = row.reopen_count + 1
-            values["resolved_at"] = None
+            values["resolved_at"] = values["resolution_seconds"] = None
         values.update(clock_values(row, current, target, ctx.now, ctx.settings.sla))
         record(
             conn,

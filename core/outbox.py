@@ -193,7 +193,11 @@ def claim_due(
     query = (
         select(outbox)
         .where(
-            outbox.c.id.in_(select(candidates.c.id).where(candidates.c.place <= PER_DESTINATION))
+            # ``due`` again on the locked row itself: PostgreSQL re-checks only the outer
+            # conditions on a row another process leased and committed meanwhile (the IN list
+            # keeps this statement's older snapshot), so without it both would send that row
+            due,
+            outbox.c.id.in_(select(candidates.c.id).where(candidates.c.place <= PER_DESTINATION)),
         )
         .order_by(outbox.c.next_attempt_at, outbox.c.id)
         .limit(limit)

@@ -259,17 +259,22 @@ class _Run:
 
     def _resolve(self, rule: PendingReminder, ticket_id: int, reminded_at: datetime | None) -> None:
         conn, now = self.conn, self.now
+        number, created_at = conn.execute(
+            select(tickets.c.number, tickets.c.created_at).where(tickets.c.id == ticket_id)
+        ).one()
         # compare-and-set: a customer's answer committed meanwhile keeps the ticket open
         won = conn.execute(
             update(tickets)
             .where(tickets.c.id == ticket_id, tickets.c.status == TicketStatus.PENDING.value)
-            .values(status=TicketStatus.RESOLVED.value, resolved_at=now, updated_at=now)
+            .values(
+                status=TicketStatus.RESOLVED.value,
+                resolved_at=now,
+                resolution_seconds=(now - created_at).total_seconds(),  # for the reports
+                updated_at=now,
+            )
         ).rowcount
         if not won:
             return
-        number = conn.execute(
-            select(tickets.c.number).where(tickets.c.id == ticket_id)
-        ).scalar_one()
         reason = (
             f"rule {rule.name!r}: no answer from the customer {rule.close_after_days} days "
             f"after the reminder of {reminded_at:%Y-%m-%d %H:%M} UTC"

@@ -15,7 +15,7 @@ from string import Template
 from typing import Any
 
 from core.errors import ConfigError
-from core.routing import CustomerAttr, Facts, RoutingInput, RuleError
+from core.routing import CustomerAttr, Facts, RoutingInput, RuleError, customer_conditions
 
 SCOPE = "proactive"  # the receipts' scope (core.once)
 ACTOR = "bot"  # history actor and message author of what the rules do
@@ -208,28 +208,8 @@ def _template(item: dict[str, Any], key: str, allowed: frozenset[str], default: 
 
 
 def customer_tests(table: Any) -> tuple[CustomerAttr, ...]:
-    """``{ tier = "vip", region = ["eu", "uk"], owner = { exists = true } }``: the attribute
-    tests of routing rules (core.routing.CustomerAttr), so both match customers alike."""
-    if not isinstance(table, dict) or not table:
-        raise RuleError("customer", 'expected a table of attributes, e.g. { tier = "vip" }')
-    out: list[CustomerAttr] = []
-    for name, spec in table.items():
-        try:
-            if isinstance(spec, dict):
-                if len(spec) != 1:
-                    raise RuleError(
-                        f"when.customer.{name}",
-                        "expected one of { equals = .. }, { in = [..] }, { exists = true }",
-                    )
-                ((op, value),) = spec.items()
-                out.append(CustomerAttr(name, op, value))
-            elif isinstance(spec, list):
-                out.append(CustomerAttr(name, "in", spec))
-            else:
-                out.append(CustomerAttr(name, "equals", spec))
-        except RuleError as err:  # routing names the field "when.customer.x"; here "customer.x"
-            raise RuleError(f"customer.{name}", err.detail) from None
-    return tuple(out)
+    """The attribute tests of routing rules, so both match customers alike."""
+    return customer_conditions(table, "customer")
 
 
 # ---- planning (pure) -----------------------------------------------------------------------

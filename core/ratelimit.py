@@ -73,8 +73,9 @@ class RateGate:
         if delay > 0:
             await self.sleep(delay)
         # A busy event loop may wake us late, next to a message that left on time: check what
-        # really departed, so a late message waits instead of crowding the next window.
-        while (late := self._too_soon(paces)) > 0:
+        # really departed, so a late message waits instead of crowding the next window. And a
+        # "retry after" that came in while we slept binds a slot booked before it as well.
+        while (late := max(self._too_soon(paces), self._held_for(paces))) > 0:
             await self.sleep(late)
         now = self.clock()
         for pace in paces:
@@ -92,6 +93,11 @@ class RateGate:
             if departed is not None and len(departed) >= pace.count:
                 wait = max(wait, departed[0] + pace.per * (1 + self.margin) - now)
         return wait
+
+    def _held_for(self, paces: list[Pace]) -> float:
+        """Seconds until every key's "retry after" has run out."""
+        now = self.clock()
+        return max((self._held.get(p.key, now) - now for p in paces), default=0.0)
 
     def hold(self, key: str, seconds: float) -> None:
         """The platform said "retry after": nothing goes to this key before then."""

@@ -1,11 +1,15 @@
 """KPIs as SQL aggregates: each one a function of (connection, ReportFilter) -> a dataclass.
 
-Every KPI is one or two statements whose work grows with the period, not with the history: the
-period's rows are found through the indexes of migration 0004 (``bench/reports.py`` measures the
-dashboard over 1,000,000 tickets). Statements are the same on SQLite and PostgreSQL except for
-two expressions compiled per dialect (a duration in seconds, a JSON column's text). Per-row
-work is kept to reading indexed columns: no per-row JSON parsing, date formatting or window
-function (each was measured as the bulk of a KPI's time on SQLite).
+Every KPI is a few statements whose work grows with the period, not with the history, and reads
+covering indexes only (migration 0006; ``bench/reports.py`` measures the dashboard over
+1,000,000 tickets). What would cost per-row work is written when the ticket changes: the
+seconds to the first response and to the resolution, the agent replies and the deflected flag
+on ``tickets``, a status change's previous and current status on ``ticket_events`` (see
+``core.persistence.records.record``, ``core.desk``, ``core.intake``, ``core.proactive``).
+Statements are the same on SQLite and PostgreSQL except for one expression compiled per dialect
+(a duration in seconds). No per-row JSON parsing, date formatting, window function or sort
+(each was measured as the bulk of a KPI's time on SQLite), and as few aggregates per row as
+possible: on SQLite each SUM costs about as much as reading the index entry.
 
 Which tickets a KPI counts (the period is ``since <= t < until``, in UTC):
 
@@ -27,7 +31,6 @@ got no knowledge-base suggestion (not wired yet: until then the list is empty).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -41,7 +44,6 @@ from sqlalchemy import (
     Connection,
     Float,
     Select,
-    String,
     and_,
     case,
     exists,
@@ -66,7 +68,7 @@ from core.persistence.models import (
     UtcDateTime,
     table_of,
 )
-from core.tickets import ACTIVE, TicketStatus
+from core.tickets import TicketStatus
 
 tickets = table_of(Ticket)
 history = table_of(TicketEvent)
@@ -154,6 +156,23 @@ def _moment(value: datetime) -> Any:
     return literal(value, UtcDateTime())
 
 
+# Two counts in one SUM (the low and high 32 bits): on SQLite every aggregate is a function
+# call per row, and splitting the SLA's six SUMs this way made it ~2.5x faster.
+_HIGH = 1 << 32
+
+
+def _counts(low: ColumnElement[bool], high: ColumnElement[bool]) -> Any:
+    """One aggregate counting the rows where ``low`` holds, and (the others) where ``high``."""
+    return func.coalesce(
+        func.sum(case((low, literal_column("1")), (high, literal_column(str(_HIGH))))), 0
+    )
+
+
+def _split(packed: Any) -> tuple[int, int]:
+    value = int(packed)
+    return value % _HIGH, value // _HIGH
+
+
 # -- two expressions compiled per dialect ----------------------------------------------------
 
 
@@ -175,24 +194,6 @@ def _seconds_sqlite(element: seconds_between, compiler: SQLCompiler, **kw: Any) 
 def _seconds_pg(element: seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
     later, earlier = (compiler.process(c, **kw) for c in element.clauses)
     return f"CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS FLOAT)"
-
-
-class json_text(FunctionElement[str]):
-    """A JSON column's stored text, as a string (groupable: PostgreSQL's ``json`` is not)."""
-
-    type = String()
-    inherit_cache = True
-    name = "json_text"
-
-
-@compiles(json_text, "sqlite")
-def _json_text_sqlite(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)  # stored as TEXT already
-
-
-@compiles(json_text, "postgresql")
-def _json_text_pg(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST(({compiler.process(element.clauses, **kw)}) AS TEXT)"
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -331,7 +332,7 @@ def _distribution(conn: Connection, value: Any, where: list[ColumnElement[bool]]
     sorter, ~4x the cost of reading the floats and sorting them in Python (measured over the
     ~80,000 tickets of 30 days, see bench/reports.py). Same numbers on both backends.
     """
-    values = sorted(float(v) for v in conn.execute(select(value).where(*where)).scalars())
+    values = sorted(_column(conn, select(value).where(*where, value.is_not(None))))
     n = len(values)
     if not n:
         return Durations(0, None, None, None)
@@ -344,49 +345,50 @@ def _distribution(conn: Connection, value: Any, where: list[ColumnElement[bool]]
     )
 
 
+def _column(conn: Connection, query: Select[Any]) -> list[Any]:
+    """The values of the query's one column (no result processing needed).
+
+    On SQLite, inside a transaction, read from the DBAPI cursor of the same connection (as
+    ``core.persistence.prepared`` does): SQLAlchemy's result rows cost twice the query itself
+    over the ~80,000 values of 30 days."""
+    if conn.dialect.name != "sqlite" or not conn.in_transaction():
+        return list(conn.execute(query).scalars())
+    compiled = query.compile(dialect=conn.dialect)
+    params, process = compiled.construct_params(), compiled._bind_processors
+    values = [
+        process[name](params[name]) if name in process else params[name]
+        for name in compiled.positiontup or ()
+    ]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return [v for (v,) in cursor.execute(compiled.string, values)]
+    finally:
+        cursor.close()
+
+
 def first_response(conn: Connection, f: ReportFilter) -> Durations:
     """Time from opening to the first agent reply, of the answered tickets opened in the period."""
-    return _distribution(
-        conn,
-        seconds_between(tickets.c.first_response_at, tickets.c.created_at),
-        [*_opened(f), tickets.c.first_response_at.is_not(None)],
-    )
+    return _distribution(conn, tickets.c.first_response_seconds, _opened(f))
 
 
 def resolution(conn: Connection, f: ReportFilter) -> Durations:
     """Time from opening to the (latest) resolution, of the tickets resolved in the period."""
-    return _distribution(
-        conn, seconds_between(tickets.c.resolved_at, tickets.c.created_at), _resolved(f)
-    )
+    return _distribution(conn, tickets.c.resolution_seconds, _resolved(f))
 
 
 def first_contact_resolution(conn: Connection, f: ReportFilter) -> FirstContactResolution:
     """Of the tickets resolved in the period with an agent reply: resolved after exactly one
     reply and never reopened."""
-    replies = (
-        select(func.count())
-        .where(history.c.ticket_id == tickets.c.id, history.c.kind == "replied")
-        .scalar_subquery()
-    )
-    # MATERIALIZED: inlined, the correlated count would run once per reference below
-    # (measured: twice the probes into the history)
-    t = (
-        select(replies.label("replies"), tickets.c.reopen_count)
-        .where(*_resolved(f))
-        .cte("per_ticket")
-        .prefix_with("MATERIALIZED")
-    )
-    row = conn.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((t.c.replies > 0, 1), else_=0)), 0),
-            func.coalesce(
-                func.sum(case((and_(t.c.replies == 1, t.c.reopen_count == 0), 1), else_=0)), 0
-            ),
-        )
+    replies = tickets.c.agent_replies
+    first = and_(replies == 1, tickets.c.reopen_count == 0)
+    resolved, packed = conn.execute(
+        select(func.count(), _counts(first, replies > 0)).where(*_resolved(f))
     ).one()
-    resolved, answered, first = (int(v) for v in row)
-    return FirstContactResolution(resolved, answered, first, _rate(first, answered))
+    first_contact, others = _split(packed)
+    answered = first_contact + others
+    return FirstContactResolution(
+        int(resolved), answered, first_contact, _rate(first_contact, answered)
+    )
 
 
 def _attainment(met: int, breached: int, pending: int) -> Attainment:
@@ -399,10 +401,8 @@ def sla_attainment(conn: Connection, f: ReportFilter) -> SlaAttainment:
     until = _moment(f.until)
 
     def counts(done: Any, due: Any) -> list[Any]:
-        met = and_(done.is_not(None), done <= due)
-        breached = or_(done > due, and_(done.is_(None), due < until))
-        pending = and_(done.is_(None), due >= until)
-        return [func.coalesce(func.sum(case((c, 1), else_=0)), 0) for c in (met, breached, pending)]
+        # with a due time, a ticket is met, breached or else pending: two counts and the total
+        return [_counts(done <= due, or_(done > due, due < until)), func.count(due)]
 
     row = conn.execute(
         select(
@@ -410,8 +410,12 @@ def sla_attainment(conn: Connection, f: ReportFilter) -> SlaAttainment:
             *counts(tickets.c.resolved_at, tickets.c.resolution_due),
         ).where(*_opened(f))
     ).one()
-    n = [int(v) for v in row]
-    return SlaAttainment(_attainment(*n[:3]), _attainment(*n[3:]))
+
+    def attainment(packed: Any, due: Any) -> Attainment:
+        met, breached = _split(packed)
+        return _attainment(met, breached, int(due) - met - breached)
+
+    return SlaAttainment(attainment(row[0], row[1]), attainment(row[2], row[3]))
 
 
 def flow(conn: Connection, f: ReportFilter) -> Flow:
@@ -471,98 +475,117 @@ def flow(conn: Connection, f: ReportFilter) -> Flow:
 
 def reopen_rate(conn: Connection, f: ReportFilter) -> Reopens:
     """Of the tickets opened in the period and resolved at least once: reopened at least once."""
-    ever_resolved = or_(tickets.c.resolved_at.is_not(None), tickets.c.reopen_count > 0)
-    row = conn.execute(
-        select(
-            func.coalesce(func.sum(case((ever_resolved, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((tickets.c.reopen_count > 0, 1), else_=0)), 0),
-        ).where(*_opened(f))
+    reopened = tickets.c.reopen_count > 0
+    (packed,) = conn.execute(
+        select(_counts(reopened, tickets.c.resolved_at.is_not(None))).where(*_opened(f))
     ).one()
-    resolved, reopened = int(row[0]), int(row[1])
-    return Reopens(resolved, reopened, _rate(reopened, resolved))
+    again, once = _split(packed)
+    return Reopens(again + once, again, _rate(again, again + once))
+
+
+_STATUSES = [s.value for s in TicketStatus]
+_ACTIVE = (TicketStatus.NEW.value, TicketStatus.OPEN.value, TicketStatus.PENDING.value)
 
 
 def time_in_status(conn: Connection, f: ReportFilter) -> list[StatusTime]:
     """Ticket time spent in each active status (new, open, pending) within the period.
 
-    Every status change is an event leaving ``previous`` and entering ``current`` (opening
-    enters "new"), so the time in S over the period is, without pairing events up,
+    Every status change is an event leaving ``previous_status`` and entering ``current_status``
+    (opening enters "new"), so the time in S over the period is, without pairing events up,
     ``n(since) * L + sum(until - at, entries in the period) - sum(until - at, exits in it)``,
     where ``n(since)``, the tickets in S at ``since``, is the tickets in S now minus the entries
-    since plus the exits since. One ordered pass over the period's events (the ``(kind, at)``
-    index) and a count of the few active tickets, instead of a window function over every
-    ticket's history (measured: 10x slower, see bench/reports.py). A visit is a stay in the
-    status that overlaps the period; its time is clipped to the period.
+    since plus the exits since. A visit is a stay in the status that overlaps the period; its
+    time is clipped to the period.
 
-    Status changes are grouped by their stored JSON text, which takes a handful of values,
-    and each group's text is decoded here: extracting two JSON fields per event in SQL was
-    most of the cost (measured: 2.5x slower). Openings need no data (index only).
+    Unfiltered, per status: seeks into the ``(kind, current_status, previous_status, at)``
+    index, one per status pair (the statuses are enumerated), so the period's changes are
+    read once, index-only, already grouped (a GROUP BY sorted them: 4x slower). Filtered, the
+    tickets come first: those changed since ``since`` (``updated_at``, which every status change
+    sets, with the filter columns in the ``(status, updated_at, ...)`` index), then their
+    changes through the ``(ticket_id, kind, at, ...)`` index: a lookup of the ticket per event
+    of the period cost 2-8x more.
     """
-    until = _moment(f.until)
-    inside = history.c.at < until
-
-    def sums(kind: str, *columns: Any) -> Select[Any]:
-        return select(
-            literal(kind),
-            *columns,
-            func.count(),
-            func.coalesce(func.sum(case((inside, 1), else_=0)), 0),
-            func.coalesce(
-                func.sum(case((inside, seconds_between(until, history.c.at)), else_=0.0)), 0.0
-            ),
-        ).where(history.c.kind == kind, history.c.at >= f.since)
-
-    data = json_text(history.c.data)
-    opened, changed = sums("opened", literal("")), sums("status", data).group_by(data)
-    now_query = select(tickets.c.status, func.count()).where(
-        tickets.c.status.in_(sorted(s.value for s in ACTIVE))
-    )
-    if filters := _ticket_filters(f):
-        on = tickets.c.id == history.c.ticket_id
-        opened = opened.join(tickets, on).where(*filters)
-        changed = changed.join(tickets, on).where(*filters)
-        now_query = now_query.where(*filters)
-    events = []
-    for kind, text, n, n_inside, rest in conn.execute(union_all(opened, changed)):
-        if kind == "opened":
-            events.append((TicketStatus.NEW.value, "", n, n_inside, rest))
-        else:
-            change = json.loads(text) if text else {}
-            events.append((change.get("current"), change.get("previous"), n, n_inside, rest))
-    in_status_now = dict(conn.execute(now_query.group_by(tickets.c.status)).tuples().all())
-    active = (TicketStatus.NEW.value, TicketStatus.OPEN.value, TicketStatus.PENDING.value)
-    since_entries = {s: 0 for s in active}
-    since_exits = dict(since_entries)
-    entries = dict(since_entries)
-    seconds: dict[str, float] = {s: 0.0 for s in active}
-    for into, out_of, n, n_inside, rest in events:
-        if into in since_entries:
-            since_entries[into] += int(n)
-            entries[into] += int(n_inside)
-            seconds[into] += float(rest)
-        if out_of in since_exits:
-            since_exits[out_of] += int(n)
-            seconds[out_of] -= float(rest)
     length = (f.until - f.since).total_seconds()
+    changes = _status_changes(conn, f)
+    now_query = select(tickets.c.status, func.count()).where(tickets.c.status.in_(_ACTIVE))
+    now_query = now_query.where(*_ticket_filters(f)).group_by(tickets.c.status)
+    in_status_now = dict(conn.execute(now_query).tuples().all())
     out = []
-    for s in active:
-        at_since = int(in_status_now.get(s, 0)) - since_entries[s] + since_exits[s]
-        total = at_since * length + seconds[s]
-        visits = at_since + entries[s]
+    for s in _ACTIVE:
+        entries, entries_inside, exits, seconds = changes[s]
+        at_since = int(in_status_now.get(s, 0)) - entries + exits
+        total = at_since * length + seconds
+        visits = at_since + entries_inside
         out.append(
             StatusTime(s, visits, round(total, 3), round(total / visits, 3) if visits else 0.0)
         )
     return out
 
 
-def _answers(kind: str, f: ReportFilter) -> Select[Any]:
-    return (
-        select(responses.c.score)
-        .join(tickets, tickets.c.id == responses.c.ticket_id)
-        .where(
-            responses.c.kind == kind, *_in_period(responses.c.created_at, f), *_ticket_filters(f)
+def _status_changes(conn: Connection, f: ReportFilter) -> dict[str, list[Any]]:
+    """Per active status S: [entries since ``since``, of them before ``until``, exits since
+    ``since``, sum of ``until - at`` over the entries before ``until`` minus the exits']."""
+    until = _moment(f.until)
+    inside = ([history.c.at >= f.since, history.c.at < until], func.count(), _rest(until))
+    after = ([history.c.at >= until], func.count(), literal(0.0))
+    current, previous = history.c.current_status, history.c.previous_status
+    parts: list[Select[Any]] = []
+    if filters := _ticket_filters(f):
+        # "current_status is set" rather than the kinds: a kind condition lets SQLite's planner
+        # walk the period's events first and look each ticket up (measured: 20x slower)
+        changes = tickets.join(
+            history, and_(history.c.ticket_id == tickets.c.id, current.is_not(None))
         )
+        # a ticket with changes since a time was updated since then
+        for phase, (where, n, rest), changed_since in ((0, inside, f.since), (1, after, until)):
+            parts.append(
+                select(literal(phase), current, previous, n, rest)
+                .select_from(changes)
+                .where(
+                    tickets.c.status.in_(_STATUSES),
+                    tickets.c.updated_at >= changed_since,
+                    *filters,
+                    *where,
+                )
+                .group_by(current, previous)
+            )
+    else:
+        # (entering, leaving, seek): "" is a side not counted (any status)
+        groups: list[tuple[str, str, list[ColumnElement[bool]]]] = []
+        for s in _ACTIVE:
+            groups += [
+                (s, "", [history.c.kind == "opened", current == s, previous.is_(None)]),
+                (s, "", [history.c.kind == "status", current == s, previous.in_(_STATUSES)]),
+                ("", s, [history.c.kind == "status", current.in_(_STATUSES), previous == s]),
+            ]
+        for phase, (where, n, rest) in enumerate((inside, after)):
+            for entering, leaving, seek in groups:
+                columns = [literal(phase), literal(entering), literal(leaving)]
+                parts.append(select(*columns, n, rest).where(*seek, *where))
+    sums = {s: [0, 0, 0, 0.0] for s in _ACTIVE}
+    for phase, entering, leaving, n, rest in conn.execute(union_all(*parts)):
+        if entering in sums:
+            sums[entering][0] += int(n)
+            if phase == 0:
+                sums[entering][1] += int(n)
+                sums[entering][3] += float(rest)
+        if leaving in sums:
+            sums[leaving][2] += int(n)
+            sums[leaving][3] -= float(rest)
+    return sums
+
+
+def _rest(until: Any) -> Any:
+    return func.coalesce(func.sum(seconds_between(until, history.c.at)), 0.0)
+
+
+def _answers(kind: str, f: ReportFilter) -> Select[Any]:
+    query = select(responses.c.score).where(
+        responses.c.kind == kind, *_in_period(responses.c.created_at, f)
     )
+    if filters := _ticket_filters(f):  # the ticket is looked up only to filter
+        query = query.join(tickets, tickets.c.id == responses.c.ticket_id).where(*filters)
+    return query
 
 
 def csat(conn: Connection, f: ReportFilter) -> Csat:
@@ -570,11 +593,10 @@ def csat(conn: Connection, f: ReportFilter) -> Csat:
     agent in the period whose survey was answered."""
     answers = _answers("csat", f).subquery()
     count, average = conn.execute(select(func.count(), func.avg(answers.c.score))).one()
-    deflected = exists().where(history.c.ticket_id == tickets.c.id, history.c.kind == "deflected")
     answered = exists().where(responses.c.ticket_id == tickets.c.id, responses.c.kind == "csat")
     surveyed, got = conn.execute(
         select(func.count(), func.coalesce(func.sum(case((answered, 1), else_=0)), 0)).where(
-            *_resolved(f), ~deflected
+            *_resolved(f), tickets.c.deflected.is_(False)
         )
     ).one()
     return Csat(
@@ -605,11 +627,10 @@ def nps(conn: Connection, f: ReportFilter) -> Nps:
 
 def deflection(conn: Connection, f: ReportFilter) -> Deflection:
     """Of the tickets opened in the period, the share the customer resolved with a KB article."""
-    deflected = exists().where(history.c.ticket_id == tickets.c.id, history.c.kind == "deflected")
     opened, hits = conn.execute(
-        select(func.count(), func.coalesce(func.sum(case((deflected, 1), else_=0)), 0)).where(
-            *_opened(f)
-        )
+        select(
+            func.count(), func.coalesce(func.sum(case((tickets.c.deflected, 1), else_=0)), 0)
+        ).where(*_opened(f))
     ).one()
     return Deflection(int(opened), int(hits), _rate(int(hits), int(opened)))
 
@@ -629,7 +650,13 @@ def kb_gaps(conn: Connection, f: ReportFilter, limit: int = 10) -> list[KbGap]:
         func.count().label("n"),
         func.count(history.c.ticket_id.distinct()),
         func.max(history.c.at),
-    ).where(history.c.kind == "kb_gap", *_in_period(history.c.at, f))
+    ).where(
+        history.c.kind == "kb_gap",
+        # no status columns: the (kind, current_status, previous_status, at) index seeks the period
+        history.c.current_status.is_(None),
+        history.c.previous_status.is_(None),
+        *_in_period(history.c.at, f),
+    )
     if filters := _ticket_filters(f):
         query = query.join(tickets, tickets.c.id == history.c.ticket_id).where(*filters)
     rows = conn.execute(

@@ -16,6 +16,12 @@ Everything costly is done once when a rule is built (regexes compiled, keywords 
 classified, zones looked up) and once per ticket (text folded and split into words, lazily, only
 when a rule gets as far as a text condition). Conditions run cheapest first. The explanation of
 why a rule fired is only worked out for rules that fired, for the ticket's history.
+
+Per ticket, the costly steps are splitting the text into words and regex searches, so: ASCII
+text (most tickets) is lowered and split in one bytes.translate, and only the words some keyword
+uses are kept; a regex runs only in a text holding the literal it requires and as many digits as
+it needs, starting at its leading literal, and for ASCII text compiled with re.ASCII when that
+means the same (``required_literal``, ``min_digits``, ``literal_prefix``, ``ascii_variant``).
 """
 
 from __future__ import annotations
@@ -59,11 +65,26 @@ def fold(text: str) -> str:
     """Case- and width-insensitive form (NFKC, casefold): "ＲＥＦＵＮＤ" == "refund"."""
     if text.isascii():
         return text.lower()  # the same result, without the normalizer
-    return unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+    if not unicodedata.is_normalized("NFKC", text):
+        # CJK text is rarely NFKC only for its fullwidth punctuation, and normalizing a whole
+        # text is slow: replaced first by its NFKC form (which leaves the text's NFKC as it
+        # is), the text often passes the normalizer's quick check instead
+        for wide, narrow in _FULLWIDTH:
+            if wide in text:
+                text = text.replace(wide, narrow)
+        text = unicodedata.normalize("NFKC", text)
+    return text.casefold().replace("\u2019", "'")
+
+
+_FULLWIDTH = tuple((c, unicodedata.normalize("NFKC", c)) for c in "，？！：；（）")
 
 
 # ASCII non-word characters -> space: for ASCII text, splitting this is _WORD.findall, faster
 _ASCII_SPACES = bytes(c if c > 127 or chr(c).isalnum() or c == ord("_") else 32 for c in range(256))
+# the same, also lowering A-Z: the words of ASCII text without folding it first (fold is lower())
+_ASCII_WORDS = _ASCII_SPACES.translate(
+    bytes.maketrans(_UPPER := bytes(range(65, 91)), _UPPER.lower())
+)
 
 
 HAS_CJK = "\x00cjk"  # in the words of a text with CJK characters: CJK keywords are possible
@@ -72,12 +93,17 @@ HAS_CJK = "\x00cjk"  # in the words of a text with CJK characters: CJK keywords 
 def words_of(folded: str) -> frozenset[str]:
     """The words of folded text (runs of non-CJK word characters; CJK is matched by substring,
     and ``HAS_CJK`` says there is some)."""
+    return frozenset(_tokens(folded))
+
+
+def _tokens(folded: str) -> list[str] | set[str]:
+    """``words_of`` without the frozenset (a caller intersecting with keywords needs none)."""
     # Blank out ASCII punctuation at C speed (UTF-8 bytes of other characters are >= 0x80 and
     # pass through), split; only tokens with other characters need the regex.
     raw = folded.encode("utf-8", "surrogatepass").translate(_ASCII_SPACES)
     tokens = raw.decode("utf-8", "surrogatepass").split()
     if folded.isascii():
-        return frozenset(tokens)
+        return tokens
     words: set[str] = set()
     for token in tokens:
         if token.isascii():
@@ -86,7 +112,27 @@ def words_of(folded: str) -> frozenset[str]:
             words.update(_WORD.findall(token))
     if _CJK_RUN.search(folded):
         words.add(HAS_CJK)
-    return frozenset(words)
+    return words
+
+
+def _ascii_tokens(text: str) -> list[str]:
+    """The words of ASCII ``text``, as ``_tokens(fold(text))`` gives them, in one C pass."""
+    return text.encode("ascii").translate(_ASCII_WORDS).decode("ascii").split()
+
+
+# Bytes that are not ASCII digits, deleted to count the digits of ASCII text (see _min_digits)
+_NOT_DIGITS = bytes(c for c in range(256) if not 48 <= c <= 57)
+_NON_ASCII_DIGIT = re.compile(r"[^\D0-9]")  # what else re's \d matches: other scripts' digits
+_MANY = 1 << 62  # "any number": a text whose digits are not worth counting
+
+
+def _digit_count(text: str) -> int:
+    """How many characters of ``text`` re's ``\\d`` matches, or ``_MANY`` when counting them
+    is not cheap (text with digits of other scripts): a bound for ``_min_digits`` prefilters."""
+    if not text.isascii() and _NON_ASCII_DIGIT.search(text):
+        return _MANY
+    # other characters' UTF-8 bytes are >= 0x80, so they are deleted with the rest
+    return len(text.encode("utf-8", "surrogatepass").translate(None, _NOT_DIGITS))
 
 
 class RuleError(ValueError):
@@ -118,15 +164,23 @@ class RoutingInput:
 
 class Facts:
     """One input as conditions see it: the folded text, its words, local times and customer
-    attributes are worked out at most once per input, and only when a condition asks."""
+    attributes are worked out at most once per input, and only when a condition asks.
+
+    ``vocabulary`` (``route`` passes every word its rules' keywords use): ``words`` then holds
+    only those, which is all a keyword test can ask about, and building it costs a lookup per
+    word of the text instead of a set of them all."""
 
     __slots__ = (
         "_attrs",
+        "_digits",
         "_folded",
         "_langs",
         "_local",
         "_lowered",
+        "_odd",
+        "_vocabulary",
         "_words",
+        "ascii",
         "channel",
         "found",
         "inbox",
@@ -135,7 +189,7 @@ class Facts:
         "texts",
     )
 
-    def __init__(self, inp: RoutingInput) -> None:
+    def __init__(self, inp: RoutingInput, vocabulary: frozenset[str] | None = None) -> None:
         self.input = inp
         self.channel = str(inp.channel).lower()
         self.inbox = inp.inbox.lower() if inp.inbox else None
@@ -143,9 +197,13 @@ class Facts:
         body = inp.body if len(inp.body) <= MAX_SCAN_CHARS else inp.body[:MAX_SCAN_CHARS]
         # indexed by where: SUBJECT, BODY, BOTH
         self.texts: tuple[tuple[str, ...], ...] = ((inp.subject,), (body,), (inp.subject, body))
+        self.ascii = (inp.subject.isascii(), body.isascii())  # SUBJECT, BODY: the fast paths
+        self._vocabulary = vocabulary
         self._folded: list[str | None] = [None, None, None]
         self._lowered: list[str | None] = [None, None, None]
         self._words: list[frozenset[str] | None] = [None, None, None]
+        self._digits: list[int] = [-1, -1]  # SUBJECT, BODY; -1: not counted yet
+        self._odd: list[bool | None] = [None, None]
         self._langs: tuple[str, ...] | None = None
         self._local: dict[str, datetime] = {}
         self._attrs: dict[str, tuple[Any, ...] | None] = {}
@@ -170,19 +228,48 @@ class Facts:
                 text = self.lowered(SUBJECT) + "\n" + self.lowered(BODY)
             else:
                 raw = self.texts[where][0]
-                text = raw.lower()
-                if not raw.isascii():
-                    # the only non-ASCII letters re.IGNORECASE equates with ASCII ones whose
-                    # lower() is not that ASCII letter: dotless i and long s
+                if raw.isascii():
+                    text = raw.lower()
+                else:
+                    # The only non-ASCII letters re.IGNORECASE equates with ASCII ones whose
+                    # lower() is not that ASCII letter: dotless i, long s, and dotted capital I
+                    # (lower() gives "i" + a combining dot; re compares the one-letter "i").
+                    text = raw.replace("\u0130", "i").lower()
                     text = text.replace("\u0131", "i").replace("\u017f", "s")
             self._lowered[where] = text
         return text
 
     def words(self, where: int) -> frozenset[str]:
+        """``words_of(self.folded(where))``, restricted to the vocabulary when there is one."""
         words = self._words[where]
         if words is None:
-            words = self._words[where] = words_of(self.folded(where))
+            if where == BOTH:
+                # the "\n" joining them separates words: the words of both are the union
+                words = self.words(SUBJECT) | self.words(BODY)
+            else:
+                # ASCII (most tickets): fold is lower(), done by the same translate as the split
+                if self.ascii[where]:
+                    tokens: Iterable[str] = _ascii_tokens(self.texts[where][0])
+                else:
+                    tokens = _tokens(self.folded(where))
+                vocabulary = self._vocabulary
+                words = frozenset(tokens) if vocabulary is None else vocabulary.intersection(tokens)
+            self._words[where] = words
         return words
+
+    def digits(self, part: int) -> int:
+        """``_digit_count`` of the subject (SUBJECT) or the body (BODY)."""
+        count = self._digits[part]
+        if count < 0:
+            count = self._digits[part] = _digit_count(self.texts[part][0])
+        return count
+
+    def odd_spaces(self, part: int) -> bool:
+        """Whether the subject (SUBJECT) or the body (BODY) has \\x1c-\\x1f (see ascii_variant)."""
+        found = self._odd[part]
+        if found is None:
+            found = self._odd[part] = _ODD_SPACES.search(self.texts[part][0]) is not None
+        return found
 
     def languages(self) -> tuple[str, ...]:
         """ "zh-Hant-TW" -> ("zh", "zh-hant", "zh-hant-tw"): a rule for "zh" matches all three."""
@@ -203,16 +290,16 @@ class Facts:
 
     def attribute(self, name: str) -> tuple[Any, ...] | None:
         """A customer attribute as comparable values (see ``_norm``); None when unset or empty."""
-        try:
-            return self._attrs[name]
-        except KeyError:
-            pass
+        found = self._attrs.get(name, _UNSET)
+        if found is not _UNSET:
+            return found
         value = self.input.customer.get(name)
-        found: tuple[Any, ...] | None
-        if value is None or value == "" or (isinstance(value, Sized) and not len(value)):
+        if type(value) is str:  # the usual case first, without the generic checks
+            found = (value.strip().casefold(),) if value else None
+        elif value is None or value == "" or (isinstance(value, Sized) and not len(value)):
             found = None
         elif isinstance(value, str):
-            found = (value.strip().casefold(),)  # the usual case, without a call
+            found = (value.strip().casefold(),)
         elif isinstance(value, list | tuple | set | frozenset):
             found = tuple(_norm(v) for v in value if isinstance(v, _SCALARS))
         elif isinstance(value, _SCALARS):
@@ -223,7 +310,11 @@ class Facts:
         return found
 
 
+_UNSET: Any = object()
+
+
 SUBJECT, BODY, BOTH = 0, 1, 2
+_PARTS = ((SUBJECT,), (BODY,), (SUBJECT, BODY))  # the texts searched, by where
 _WHERE_NAMES = ("subject", "body", "subject or body")
 
 
@@ -392,6 +483,15 @@ class CustomerAttr:
         return f"customer {self.name} = {value!r}"
 
 
+class _Compiled(NamedTuple):
+    literal: str | None  # see required_literal
+    prefix: str | None  # see literal_prefix
+    digits: int  # see min_digits
+    regex: re.Pattern[str]
+    ascii: tuple[re.Pattern[str], bool] | None  # see ascii_variant
+    shown: str  # in explanations
+
+
 class _Phrase(NamedTuple):
     keyword: str
     required: frozenset[str]  # words that must all occur before the regex is worth running
@@ -437,6 +537,15 @@ class Keywords:
     def key(self) -> str:
         return ("when.subject_keywords", "when.body_keywords", "when.keywords")[self.where]
 
+    def vocabulary(self) -> frozenset[str]:
+        """The words ``test`` and ``explain`` look up in ``Facts.words``."""
+        words = set(self._singles)
+        for phrase in self._phrases:
+            words |= phrase.required
+        if self._substrings:
+            words.add(HAS_CJK)
+        return frozenset(words)
+
     def _first(self, facts: Facts) -> str | None:
         singles = self._singles
         if singles:
@@ -478,11 +587,28 @@ def required_literal(pattern: str, min_length: int = 2) -> str | None:
     through a text the pattern then rejects, never the other way round: only top-level literals
     count (zero-width assertions between them are skipped), and only characters whose
     case-insensitive matches ``lower()`` maps to the same letter (ASCII, or caseless like CJK)."""
+    runs = _literal_runs(pattern)
+    best = max(runs, key=len, default="")
+    return best if len(best) >= min_length else None
+
+
+def literal_prefix(pattern: str) -> str | None:
+    """The literal every match of ``pattern`` starts with (after zero-width assertions such as
+    ``\\b``), lowercased like ``required_literal``'s; None when it does not start with one. In
+    ASCII text a search can start where this first occurs: no match starts before."""
+    runs = _literal_runs(pattern)
+    return runs[0] if runs and runs[0] else None
+
+
+def _literal_runs(pattern: str) -> list[str]:
+    """The runs of literal characters of the top level of ``pattern``, in order (see
+    ``required_literal``); the first is "" unless the pattern starts with one (zero-width
+    assertions aside)."""
     try:
         parsed = _sre_parser.parse(pattern, re.IGNORECASE)
     except Exception:  # private API: without it there is just no prefilter
-        return None
-    best, run = "", ""
+        return []
+    runs, run = [], ""
     for op, arg in parsed:
         char = chr(arg) if op is _sre.LITERAL else ""
         if char and (char.isascii() or char.lower() == char == char.upper()):
@@ -490,9 +616,130 @@ def required_literal(pattern: str, min_length: int = 2) -> str | None:
             continue
         if op is _sre.AT:
             continue  # zero-width: the literals either side are adjacent in the text
-        best, run = max(best, run, key=len), ""
-    best = max(best, run, key=len)
-    return best if len(best) >= min_length else None
+        runs.append(run)
+        run = ""
+    runs.append(run)
+    return runs
+
+
+def _is_digit_class(op: Any, arg: Any) -> bool:
+    """Whether one parsed element matches only characters re's ``\\d`` matches."""
+    if op is _sre.LITERAL:
+        return 48 <= arg <= 57
+    if op is _sre.IN:
+        for item_op, item in arg:
+            if item_op is _sre.CATEGORY and item is _sre.CATEGORY_DIGIT:
+                continue
+            if item_op is _sre.LITERAL and 48 <= item <= 57:
+                continue
+            if item_op is _sre.RANGE and item[0] >= 48 and item[1] <= 57:
+                continue
+            return False  # NEGATE, other categories and characters
+        return bool(arg)
+    return False
+
+
+def _digits_needed(parsed: Iterable[tuple[Any, Any]]) -> int:
+    """A lower bound of the digits every match of a parsed sequence consumes (0: unknown)."""
+    total = 0
+    for op, arg in parsed:
+        if _is_digit_class(op, arg):
+            total += 1
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            low, _, item = arg
+            total += low * _digits_needed(item)
+        elif op is _sre.SUBPATTERN:
+            total += _digits_needed(arg[3])
+        elif op is _sre.ATOMIC_GROUP:
+            total += _digits_needed(arg)
+        elif op is _sre.BRANCH:
+            total += min(_digits_needed(branch) for branch in arg[1])
+        # anything else (assertions, backreferences, conditionals...) counts as none
+    return total
+
+
+def min_digits(pattern: str) -> int:
+    """How many digits (re's ``\\d``: any script's) every match of ``pattern`` contains, at
+    least: a text with fewer cannot match, and counting them is much cheaper than a search that
+    tries every position (``\\b(?:\\d[ -]?){13,16}\\b``). 0 when unknown."""
+    try:
+        parsed = _sre_parser.parse(pattern, re.IGNORECASE)
+        return _digits_needed(parsed)
+    except Exception:  # private API, like required_literal's: no prefilter without it
+        return 0
+
+
+_ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
+_ASCII_SPACES_DIFFER = object()  # the same, unless the text has \x1c-\x1f (Unicode spaces)
+
+
+def _ascii_sameness(parsed: Iterable[tuple[Any, Any]]) -> object | None:
+    """Whether a parsed pattern matches the same in ASCII text with ``re.ASCII`` as without:
+    only ASCII characters, and classes whose Unicode and ASCII forms agree on ASCII characters
+    (\\d, \\w, \\b; \\s but for \\x1c-\\x1f). None when not, or not sure."""
+    verdict = _ASCII_SAME
+    for op, arg in parsed:
+        if op in (_sre.LITERAL, _sre.NOT_LITERAL):
+            if arg > 127:
+                return None
+        elif op is _sre.IN:
+            for item_op, item in arg:
+                if item_op is _sre.LITERAL and item > 127:
+                    return None
+                if item_op is _sre.RANGE and item[1] > 127:
+                    return None
+                if item_op is _sre.CATEGORY:
+                    if item in (_sre.CATEGORY_SPACE, _sre.CATEGORY_NOT_SPACE):
+                        verdict = _ASCII_SPACES_DIFFER
+                    elif item not in _ASCII_SAME_CATEGORIES:
+                        return None
+                elif item_op not in (_sre.LITERAL, _sre.RANGE, _sre.NEGATE):
+                    return None
+        elif op in (_sre.AT, _sre.ANY, _sre.GROUPREF):
+            pass
+        else:
+            if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+                inner = [arg[2]]
+            elif op is _sre.SUBPATTERN:
+                inner = [arg[3]]
+            elif op is _sre.BRANCH:
+                inner = arg[1]
+            elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+                inner = [arg[1]]
+            elif op is _sre.ATOMIC_GROUP:
+                inner = [arg]
+            else:
+                return None  # conditionals and anything newer: not worth the risk
+            for sub in inner:
+                found = _ascii_sameness(sub)
+                if found is None:
+                    return None
+                if found is _ASCII_SPACES_DIFFER:
+                    verdict = found
+    return verdict
+
+
+_ASCII_SAME_CATEGORIES = (
+    _sre.CATEGORY_DIGIT,
+    _sre.CATEGORY_NOT_DIGIT,
+    _sre.CATEGORY_WORD,
+    _sre.CATEGORY_NOT_WORD,
+)
+_ODD_SPACES = re.compile("[\x1c-\x1f]")  # whitespace to str and Unicode \s, not to re.ASCII
+
+
+def ascii_variant(pattern: str) -> tuple[re.Pattern[str], bool] | None:
+    """``pattern`` compiled case-insensitively with ``re.ASCII``, for ASCII text, where it
+    matches exactly what the Unicode pattern does but ~1.5x faster (``\\b`` and ``\\w`` test a
+    table instead of the Unicode database), and whether text with \\x1c-\\x1f must still use the
+    Unicode one; None when the two could differ."""
+    try:
+        verdict = _ascii_sameness(_sre_parser.parse(pattern, re.IGNORECASE))
+        if verdict is None:
+            return None
+        return re.compile(pattern, re.IGNORECASE | re.ASCII), verdict is _ASCII_SPACES_DIFFER
+    except Exception:  # private API, or (?u) in the pattern: the Unicode pattern for all text
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,10 +749,9 @@ class Matches:
 
     where: int
     patterns: tuple[str, ...]
-    # (a literal every match contains, lowercased, or None; the compiled pattern)
-    _compiled: tuple[tuple[str | None, re.Pattern[str]], ...] = field(
-        init=False, repr=False, compare=False
-    )
+    # (a literal every match contains, lowercased, or None; the literal every match starts
+    # with, or None; the digits every match contains; the compiled pattern; its ASCII variant)
+    _compiled: tuple[_Compiled, ...] = field(init=False, repr=False, compare=False)
     cost: ClassVar[int] = 8
 
     def __post_init__(self) -> None:
@@ -517,7 +763,16 @@ class Matches:
             except re.error as err:
                 at = f" at position {err.pos}" if err.pos is not None else ""
                 raise RuleError(key, f"{err.msg}{at}") from None
-            compiled.append((required_literal(pattern), regex))
+            compiled.append(
+                _Compiled(
+                    required_literal(pattern),
+                    literal_prefix(pattern),
+                    min_digits(pattern),
+                    regex,
+                    ascii_variant(pattern),
+                    f"/{pattern}/",
+                )
+            )
         object.__setattr__(self, "_compiled", tuple(compiled))
 
     @property
@@ -525,16 +780,35 @@ class Matches:
         return ("when.subject_regex", "when.body_regex", "when.regex")[self.where]
 
     def test(self, facts: Facts) -> bool:
-        for literal, regex in self._compiled:
-            # a substring test is far cheaper than a search that cannot succeed without it
-            if literal is not None and literal not in facts.lowered(self.where):
-                continue
-            for text in facts.texts[self.where]:
-                m = regex.search(text)
-                if m:
+        parts = _PARTS[self.where]
+        for literal, prefix, digits, regex, ascii, shown in self._compiled:
+            for part in parts:
+                # A match lies in one text and contains the literal and the digits: testing
+                # for them is far cheaper than a search that cannot succeed without them.
+                if literal is not None and literal not in facts.lowered(part):
+                    continue
+                if digits > 1 and facts.digits(part) < digits:
+                    continue
+                text = facts.texts[part][0]
+                if not facts.ascii[part]:
+                    found = regex.search(text)
+                else:
+                    search = regex.search
+                    if ascii is not None and not (ascii[1] and facts.odd_spaces(part)):
+                        search = ascii[0].search
+                    start = 0
+                    if prefix is not None:
+                        # every match starts with the prefix: none before its first occurrence
+                        # (ASCII: the lowered text has the same indices; a search from there
+                        # still sees the characters before it, for \b and lookbehinds)
+                        start = facts.lowered(part).find(prefix)
+                        if start < 0:
+                            continue
+                    found = search(text, start)
+                if found:
                     # the pattern, not the matched text: that may be a card number, and the
                     # explanation goes into the ticket's history
-                    facts.found[id(self)] = f"/{regex.pattern}/"
+                    facts.found[id(self)] = shown
                     return True
         return False
 
@@ -640,9 +914,12 @@ class Rule:
         return all(check(facts) for check in self._checks)
 
     def explain(self, facts: Facts) -> str:
-        if not self.conditions:
+        conditions = self.conditions
+        if not conditions:
             return "always (no conditions)"
-        return "; ".join(c.explain(facts) for c in self.conditions)
+        if len(conditions) == 1:
+            return conditions[0].explain(facts)
+        return "; ".join([c.explain(facts) for c in conditions])
 
 
 class Fired(NamedTuple):
@@ -689,8 +966,28 @@ class _Index:
             self.table[value] = self.table.get(value, 0) | bit
         self.keys = frozenset(self.table)
 
+    def step(self) -> tuple[int, int, Callable[[Any, int], int], Any]:
+        """(rules decided here, mode, table.get, how to get the input's value(s)): what
+        ``_Plan.candidates`` runs, as plain values (no call per index but the lookups)."""
+        values = self.values
+        if isinstance(values, _CustomerValues):
+            return self.decides, CUSTOMER, self.table.get, values.name
+        if self.mode == MANY:
+            return self.decides, MANY, self.table.get, (self.keys, values)
+        return self.decides, self.mode, self.table.get, values
 
-ONE, SEVERAL, MANY = 0, 1, 2
+
+ONE, SEVERAL, MANY, CUSTOMER = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class _CustomerValues:
+    """facts -> the values of a customer attribute, as ``Facts.attribute`` gives them."""
+
+    name: str
+
+    def __call__(self, facts: Facts) -> Iterable[Any]:
+        return facts.attribute(self.name) or ()
 
 
 _IndexEntry = tuple[Any, Iterable[Any], Callable[["Facts"], Any], int, bool]
@@ -710,8 +1007,7 @@ def _index_of(cond: Condition) -> _IndexEntry | None:
     if isinstance(cond, LanguageIs):
         return "language", cond._set, Facts.languages, SEVERAL, True
     if isinstance(cond, CustomerAttr) and cond.op != "exists":
-        name = cond.name
-        return ("customer", name), cond._wanted, lambda f: f.attribute(name) or (), SEVERAL, True
+        return ("customer", cond.name), cond._wanted, _CustomerValues(cond.name), SEVERAL, True
     if isinstance(cond, Keywords):
         if any(not p.required for p in cond._phrases):
             return None  # a phrase of punctuation only: nothing to index it by
@@ -730,7 +1026,7 @@ class _Plan:
     customer attribute values and words into the set of rules still possible, in a few dict
     lookups; only those rules run their remaining conditions, in rule order."""
 
-    __slots__ = ("all", "indexes", "residual", "rules")
+    __slots__ = ("all", "indexes", "residual", "rules", "steps", "vocabulary")
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
@@ -751,28 +1047,45 @@ class _Plan:
                     indexes[kind] = _Index(values, mode)
                 indexes[kind].add(bit, accepted)
             residual.append(tuple(rest))
-        # words last: splitting the text is the one costly step, skipped when no rule needs it
         # words last: splitting the text is the one costly step here, and it is skipped when
         # no rule still possible needs it
         self.indexes = sorted(indexes.values(), key=lambda index: index.mode)
+        self.steps = tuple(index.step() for index in self.indexes)
         self.all = (1 << len(rules)) - 1
         self.residual = tuple(residual)
+        # every word a keyword test of these rules can ask about (see Facts)
+        self.vocabulary = frozenset(
+            word
+            for rule in rules
+            for cond in rule.conditions
+            if isinstance(cond, Keywords)
+            for word in cond.vocabulary()
+        )
 
     def candidates(self, facts: Facts) -> int:
         possible = self.all
-        for index in self.indexes:
-            decides = index.decides
+        for decides, mode, get, values in self.steps:
             if not possible & decides:
                 continue
-            table = index.table
-            mode = index.mode
             if mode == ONE:
-                accepted = table.get(index.values(facts), 0)
+                accepted = get(values(facts), 0)
+            elif mode == CUSTOMER:
+                value = facts.input.customer.get(values)
+                if type(value) is str:  # the usual case, without Facts.attribute's checks
+                    accepted = get(value.strip().casefold(), 0) if value else 0
+                else:
+                    accepted = 0
+                    for one in facts.attribute(values) or ():
+                        accepted |= get(one, 0)
             else:
                 accepted = 0
-                values = index.values(facts)
-                for value in index.keys.intersection(values) if mode == MANY else values:
-                    accepted |= table.get(value, 0)
+                if mode == MANY:
+                    keys, words = values
+                    found: Iterable[Any] = keys.intersection(words(facts))
+                else:
+                    found = values(facts)
+                for one in found:
+                    accepted |= get(one, 0)
             possible &= ~decides | accepted
         return possible
 
@@ -812,7 +1125,7 @@ def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
     """Apply matching rules in order until one with ``stop`` matches. Pure and deterministic:
     the same rules and input always give the same decision (the clock is ``received_at``)."""
     plan = _plan_of(rules)
-    facts = Facts(inp)
+    facts = Facts(inp, plan.vocabulary)
     possible = plan.candidates(facts)
     if not possible:
         return _NO_DECISION
@@ -844,20 +1157,28 @@ def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
                 auto_reply = a.auto_reply
             tags.extend(a.add_tags)
             notify.extend(a.notify)
-            fired.append(Fired(rule.name, rule.explain(facts)))
+            fired.append(_new_fired(Fired, (rule.name, rule.explain(facts))))
             if rule.stop:
                 break
     if not fired:
         return _NO_DECISION
-    return RoutingDecision(
+    # What RoutingDecision(...) makes, without a frozen dataclass's __init__ (an
+    # object.__setattr__ per field, a tenth of an evaluation): there is no __post_init__.
+    decision = _new_decision(RoutingDecision)
+    decision.__dict__.update(
         team=team,
         priority=priority,
-        tags=tuple(dict.fromkeys(tags)),
+        tags=tuple(dict.fromkeys(tags)) if len(tags) > 1 else tuple(tags),
         assign=assign,
         auto_reply=auto_reply,
-        notify=tuple(dict.fromkeys(notify)),
+        notify=tuple(dict.fromkeys(notify)) if len(notify) > 1 else tuple(notify),
         fired=tuple(fired),
     )
+    return decision
+
+
+_new_decision = object.__new__
+_new_fired = tuple.__new__  # Fired(a, b) without its Python-level __new__
 
 
 _NO_DECISION = RoutingDecision()
@@ -876,24 +1197,33 @@ def _list_of_str(key: str, value: Any) -> tuple[str, ...]:
     return _strings(key, value)
 
 
-def _customer(table: Any) -> list[Condition]:
+def customer_conditions(table: Any, key: str = "when.customer") -> tuple[CustomerAttr, ...]:
+    """``{ tier = "vip", region = ["eu", "uk"], owner = { exists = true } }`` -> attribute tests;
+    routing rules' ``when.customer`` and proactive rules' ``customer``. Errors name
+    ``<key>.<attribute>``."""
     if not isinstance(table, dict) or not table:
-        raise RuleError("when.customer", 'expected a table of attributes, e.g. { tier = "vip" }')
-    out: list[Condition] = []
+        raise RuleError(key, 'expected a table of attributes, e.g. { tier = "vip" }')
+    out: list[CustomerAttr] = []
     for name, spec in table.items():
-        if isinstance(spec, dict):
-            if len(spec) != 1:
-                raise RuleError(
-                    f"when.customer.{name}",
-                    "expected one of { equals = .. }, { in = [..] }, { exists = true }",
-                )
-            ((op, value),) = spec.items()
-            out.append(CustomerAttr(name, op, value))
-        elif isinstance(spec, list):
-            out.append(CustomerAttr(name, "in", spec))
-        else:
-            out.append(CustomerAttr(name, "equals", spec))
-    return out
+        try:
+            if isinstance(spec, dict):
+                if len(spec) != 1:
+                    raise RuleError(
+                        None, "expected one of { equals = .. }, { in = [..] }, { exists = true }"
+                    )
+                ((op, value),) = spec.items()
+                out.append(CustomerAttr(name, op, value))
+            elif isinstance(spec, list):
+                out.append(CustomerAttr(name, "in", spec))
+            else:
+                out.append(CustomerAttr(name, "equals", spec))
+        except RuleError as err:
+            raise RuleError(f"{key}.{name}", err.detail) from None
+    return tuple(out)
+
+
+def _customer(table: Any) -> list[Condition]:
+    return list(customer_conditions(table))
 
 
 def _time(table: Any) -> TimeOfDay:

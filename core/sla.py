@@ -608,6 +608,43 @@ def _resolution_signal(
     return _crossed(RESOLUTION, due, warn, now, snapshot.fired, policy)
 
 
+def next_check(snapshot: SlaSnapshot, calendar: Calendar, policy: SlaPolicy) -> datetime | None:
+    """The earliest time at which ``sweep`` can find a signal for the ticket as stored; None
+    when nothing is left to fire for now (targets met or fired, or the clock stopped). The sweep
+    only reads tickets whose stored check time has come, so it costs what is due, not what is
+    open. A warning is due once the due time falls within the warning margin of now:
+    ``add(now, margin) >= due``, i.e. ``now >= inv(cum(due) - margin)``."""
+    t = _Targets.of(policy)
+    fired, opened = snapshot.fired, _us(snapshot.opened_at)
+    times: list[int] = []
+    if snapshot.first_response_at is None and _FR_BREACH not in fired:
+        stored = snapshot.first_response_due
+        due = _us(stored) if stored is not None else calendar._add_us(opened, t.first_response)
+        if t.first_response_warn and _FR_WARN not in fired:
+            margin = t.first_response - t.first_response_warn
+            times.append(calendar._inv(calendar._cum(due) - margin))
+        else:
+            times.append(due)
+    if snapshot.resolved_at is None and _RES_BREACH not in fired:
+        stored = snapshot.resolution_due
+        due_or_none = (
+            _us(stored)
+            if stored is not None
+            else _due_with_pauses(calendar, opened, t.resolution, _pauses_us(snapshot.paused))
+        )
+        if due_or_none is None:
+            pass  # pending with the target not reached before the pause: nothing until resumed
+        elif snapshot.pending:
+            if due_or_none <= _us(snapshot.paused[-1][0]):
+                times.append(due_or_none)  # reached before the pause: the breach still fires
+        elif t.resolution_warn and _RES_WARN not in fired:
+            margin = t.resolution - t.resolution_warn
+            times.append(calendar._inv(calendar._cum(due_or_none) - margin))
+        else:
+            times.append(due_or_none)
+    return _dt(min(times)) if times else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     policy: SlaPolicy

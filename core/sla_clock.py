@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, literal_column, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -32,6 +33,7 @@ from core.sla import (
     SlaSnapshot,
     choose_policy,
     due_times,
+    next_check,
     priority_after_breach,
     resume_due,
     sweep,
@@ -55,16 +57,21 @@ _SNAPSHOT_COLUMNS = (
     tickets.c.paused_since,
     tickets.c.sla_fired,
 )
-_OPEN_UNDER_POLICY = select(*_SNAPSHOT_COLUMNS).where(
-    tickets.c.status.in_(OPEN_STATUSES), tickets.c.sla_policy.is_not(None)
+_UNDER_POLICY = (tickets.c.status.in_(OPEN_STATUSES), tickets.c.sla_policy.is_not(None))
+# Open tickets under a policy whose check time has come (ix_tickets_sla_next_check)
+_DUE_FOR_CHECK = select(*_SNAPSHOT_COLUMNS).where(
+    *_UNDER_POLICY, tickets.c.sla_next_check <= bindparam("now")
 )
-# The same SELECT as SQLite text, compiled once with its constant statuses inlined (served by
-# ix_tickets_status_priority: SEARCH ... USING INDEX (status=?)); see _sqlite_snapshots.
-_OPEN_UNDER_POLICY_SQLITE = str(
-    _OPEN_UNDER_POLICY.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+# The same SELECT as SQLite text, compiled once with its constant statuses inlined and the
+# check time as the one qmark parameter; see _sqlite_snapshots.
+_DUE_FOR_CHECK_SQLITE = str(
+    select(*_SNAPSHOT_COLUMNS)
+    .where(*_UNDER_POLICY, tickets.c.sla_next_check <= literal_column("?"))
+    .compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
 )
 _ONE = select(
     *_SNAPSHOT_COLUMNS,
+    tickets.c.sla_next_check,
     tickets.c.number,
     tickets.c.status,
     tickets.c.team_id,
@@ -83,14 +90,17 @@ def clock_values(
     row: Any, current: TicketStatus, target: TicketStatus, now: datetime, sla: SlaSettings
 ) -> dict[str, Any]:
     """Column changes for a status change: pending stops the resolution clock; leaving pending
-    restarts it with the due time pushed back by the business time the pause covered."""
+    restarts it with the due time pushed back by the business time the pause covered. Either
+    way the next sweep looks at the ticket again and works out its next check time."""
     if row.sla_policy is None or current is target:
         return {}
+    values: dict[str, Any] = {"sla_next_check": now}
     if target is TicketStatus.PENDING:
-        return {"paused_since": now}
+        values["paused_since"] = now
+        return values
     if current is not TicketStatus.PENDING or row.paused_since is None:
-        return {}
-    values: dict[str, Any] = {"paused_since": None}
+        return values
+    values["paused_since"] = None
     policy = policy_named(sla, row.sla_policy)
     if policy is not None and row.resolution_due is not None:
         calendar = sla.calendar_for(policy)
@@ -98,7 +108,9 @@ def clock_values(
     return values
 
 
-def reapplied(conn: Connection, row: Any, priority: str, sla: SlaSettings) -> dict[str, Any]:
+def reapplied(
+    conn: Connection, row: Any, priority: str, sla: SlaSettings, now: datetime
+) -> dict[str, Any]:
     """Column changes when a ticket's priority changes: the policy for the new priority, its
     due times counted from the ticket's opening. Pending time already paused is carried over
     when both policies use the same calendar."""
@@ -107,7 +119,12 @@ def reapplied(conn: Connection, row: Any, priority: str, sla: SlaSettings) -> di
     tier = tier_of(customer_attributes(conn, row.customer_id))
     policy = choose_policy(sla.policies, priority, tier)
     if policy is None:
-        return {"sla_policy": None, "first_response_due": None, "resolution_due": None}
+        return {
+            "sla_policy": None,
+            "first_response_due": None,
+            "resolution_due": None,
+            "sla_next_check": None,
+        }
     if policy.name == row.sla_policy:
         return {}
     calendar = sla.calendar_for(policy)
@@ -123,6 +140,7 @@ def reapplied(conn: Connection, row: Any, priority: str, sla: SlaSettings) -> di
         "sla_policy": policy.name,
         "first_response_due": first_response,
         "resolution_due": resolution,
+        "sla_next_check": now,  # the next sweep works out the exact time
     }
 
 
@@ -144,28 +162,35 @@ def _snapshot(row: Any) -> SlaSnapshot:
     )
 
 
-def find_signals(conn: Connection, now: datetime, sla: SlaSettings) -> list[tuple[int, SlaSignal]]:
-    """Warnings and breaches crossed by ``now`` and not fired yet, over every open ticket."""
+def find_signals(
+    conn: Connection, now: datetime, sla: SlaSettings
+) -> tuple[list[tuple[int, SlaSignal]], list[int]]:
+    """Warnings and breaches crossed by ``now`` and not fired yet, over the open tickets whose
+    check time has come; and the ids of those tickets (each needs its next check time set)."""
     if not sla.policies:
-        return []
+        return [], []
     if conn.dialect.name == "sqlite":
-        snapshots: Iterator[SlaSnapshot] = _sqlite_snapshots(conn)
-    else:  # PostgreSQL: SQLAlchemy's path as before (asyncpg decodes datetimes itself)
-        snapshots = (_snapshot(r) for r in conn.execute(_OPEN_UNDER_POLICY).all())
-    return sweep(snapshots, now, sla.policies, sla.calendar_map)
+        snapshots = list(_sqlite_snapshots(conn, now))
+    else:  # PostgreSQL: SQLAlchemy's path (asyncpg decodes datetimes itself)
+        rows = conn.execute(_DUE_FOR_CHECK, {"now": now}).all()
+        snapshots = [_snapshot(r) for r in rows]
+    signals = sweep(snapshots, now, sla.policies, sla.calendar_map)
+    return signals, [s.ticket_id for s in snapshots]
 
 
-def _sqlite_snapshots(conn: Connection) -> Iterator[SlaSnapshot]:
+def _sqlite_snapshots(conn: Connection, now: datetime) -> Iterator[SlaSnapshot]:
     """``_snapshot`` of every row of the sweep's SELECT on SQLite, the values converted here
     rather than by SQLAlchemy's result processing: over 100,000 open tickets its per-value
     processors (a datetime parse and ``replace(tzinfo=UTC)`` per due time, ``json.loads`` per
     ``sla_fired``) and ``Row`` objects took most of the sweep. Run on the DBAPI cursor of the
     same connection, so inside the caller's read transaction."""
     dbapi = conn.dialect.loaded_dbapi
-    sql = _OPEN_UNDER_POLICY_SQLITE
+    sql = _DUE_FOR_CHECK_SQLITE
+    # the check time as SQLite stores it (the type's and the dialect's processors in one)
+    stored = tickets.c.sla_next_check.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql)
+        cursor.execute(sql, (stored(now) if stored else now,))
         rows = cursor.fetchall()
     except dbapi.Error as err:  # the exception classes SQLAlchemy would raise
         raise DBAPIError.instance(sql, (), err, dbapi.Error, dialect=conn.dialect) from err
@@ -207,6 +232,39 @@ def _utc_from_sqlite(text: str) -> datetime:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def next_check_of(snapshot: SlaSnapshot, sla: SlaSettings) -> datetime | None:
+    """When the sweep must look at the ticket next (as ``sweep`` picks its policy)."""
+    policy = policy_named(sla, snapshot.policy)
+    if policy is None:
+        policy = choose_policy(sla.policies, snapshot.priority, snapshot.tier)
+    if policy is None:
+        return None
+    return next_check(snapshot, sla.calendar_for(policy), policy)
+
+
+def reschedule(conn: Connection, ctx: UnitContext, ticket_ids: Sequence[int]) -> None:
+    """Set each ticket's next check time from its stored state. A compare-and-set on the value
+    just read: a change committed meanwhile (which set the check time to now) wins."""
+    sla = ctx.settings.sla
+    for ticket_id in ticket_ids:
+        row = conn.execute(_ONE, {"ticket_id": ticket_id}).first()
+        if row is None:
+            continue
+        upcoming = next_check_of(_snapshot(row), sla) if row.status in OPEN_STATUSES else None
+        if upcoming == row.sla_next_check:
+            continue
+        unchanged = (
+            tickets.c.sla_next_check.is_(None)
+            if row.sla_next_check is None
+            else tickets.c.sla_next_check == row.sla_next_check
+        )
+        conn.execute(
+            update(tickets)
+            .where(tickets.c.id == ticket_id, unchanged)
+            .values(sla_next_check=upcoming)
+        )
+
+
 def fire(conn: Connection, ctx: UnitContext, ticket_id: int, signal: SlaSignal) -> bool:
     """Record one signal, queue its pings and apply the policy's breach actions; False when it
     no longer applies (the ticket changed) or was fired already (by this or another process)."""
@@ -219,7 +277,15 @@ def fire(conn: Connection, ctx: UnitContext, ticket_id: int, signal: SlaSignal) 
         return False
     if not once.first_time(conn, "sla", f"{ticket_id}:{signal.key}", ctx.now):
         return False
-    touch(conn, ticket_id, ctx.now, sla_fired=sorted({*(row.sla_fired or ()), signal.key}))
+    snapshot = _snapshot(row)
+    fired = snapshot.fired | {signal.key}
+    touch(
+        conn,
+        ticket_id,
+        ctx.now,
+        sla_fired=sorted(fired),
+        sla_next_check=next_check_of(replace(snapshot, fired=fired), sla),
+    )
     target = signal.target.replace("_", " ")
     if signal.kind != BREACH:
         record(

@@ -21,7 +21,7 @@ from core.persistence.prepared import Prepared
 from core.persistence.records import record
 from core.reports import normalize_question
 from core.routing import Fired, RoutingInput, render_auto_reply, route
-from core.sla import SlaSettings, choose_policy, due_times
+from core.sla import SlaSettings, SlaSnapshot, choose_policy, due_times, next_check
 from core.tickets import Priority, TicketStatus
 from core.views import UnitContext
 
@@ -48,6 +48,7 @@ class Triage:
     sla_policy: str | None = None
     first_response_due: datetime | None = None
     resolution_due: datetime | None = None
+    sla_next_check: datetime | None = None
     suggestions: tuple[tuple[str, str], ...] = ()
     kb_gap: str | None = None  # the question no article answered
 
@@ -122,12 +123,21 @@ def _with_sla(triage: Triage, sla: SlaSettings, opened_at: datetime) -> Triage:
     policy = choose_policy(sla.policies, triage.priority, tier_of(triage.customer or {}))
     if policy is None:
         return triage
-    first_response, resolution = due_times(policy, sla.calendar_for(policy), opened_at)
+    calendar = sla.calendar_for(policy)
+    first_response, resolution = due_times(policy, calendar, opened_at)
+    snapshot = SlaSnapshot(
+        0,
+        opened_at,
+        policy=policy.name,
+        first_response_due=first_response,
+        resolution_due=resolution,
+    )
     return replace(
         triage,
         sla_policy=policy.name,
         first_response_due=first_response,
         resolution_due=resolution,
+        sla_next_check=next_check(snapshot, calendar, policy),
     )
 
 

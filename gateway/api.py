@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
@@ -14,10 +15,22 @@ from core.accounts import Principal, Role, authenticate
 from core.desk import Actor
 from core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from core.messages import Channel, InboundMessage, Sender
+from core.quarantine import keep
 from core.tickets import TicketStatus, parse_priority, parse_status
 from core.views import TicketView, view_from_row
-from gateway.http import Api, client_ip, field_str, path_number, problem, query_int, read_json
-from gateway.state import HELPDESK, INTAKE_LIMITER
+from gateway.http import (
+    Api,
+    client_ip,
+    field_str,
+    parse_id,
+    path_number,
+    problem,
+    query_int,
+    read_json,
+    sender_key,
+)
+from gateway.pages import sanitize
+from gateway.state import HELPDESK, INTAKE_LIMITER, SENDER_LIMITER
 from gateway.validation import clean_email, clean_name
 
 api = Api()
@@ -134,6 +147,26 @@ async def submit_message(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > 200:
         raise InvalidInput("Idempotency-Key is longer than 200 characters", "Idempotency-Key")
+    wait = request.app[SENDER_LIMITER].check(sender_key(email), key or None)
+    if wait is not None:
+        # one sender flooding (a loop, a script): refuse, but keep what they sent
+        raw = json.dumps({"channel": "api", "idempotency_key": key, "submission": data}).encode()
+        await helpdesk.db.write(
+            lambda c: keep(
+                c,
+                channel=Channel.API.value,
+                reason=f"rate limit per sender exceeded: {email}",
+                raw=raw,
+                now=helpdesk.clock(),
+            )
+        )
+        return problem(
+            429,
+            "too many submissions from this sender: this one is kept for review; "
+            "send again later to open a ticket at once",
+            headers={"Retry-After": str(max(1, round(wait)))},
+            kept=True,
+        )
     msg = InboundMessage(
         channel=Channel.API,
         external_id=key or f"auto:{uuid.uuid4()}",
@@ -186,10 +219,8 @@ async def list_tickets(request: web.Request) -> web.Response:
         if who.agent_id is None:
             raise InvalidInput("assignee=me needs a token that belongs to an agent", "assignee")
         assignee_id = who.agent_id
-    elif assignee and assignee != "none":
-        if not assignee.isdigit():
-            raise InvalidInput("assignee must be me, none or an agent id", "assignee")
-        assignee_id = int(assignee)
+    elif assignee and assignee != "none" and (assignee_id := parse_id(assignee)) is None:
+        raise InvalidInput("assignee must be me, none or an agent id", "assignee")
     f = queries.TicketFilter(
         status=tuple(parse_status(s) for s in q.get("status", "").split(",") if s),
         priority=tuple(parse_priority(p) for p in q.get("priority", "").split(",") if p),
@@ -201,7 +232,8 @@ async def list_tickets(request: web.Request) -> web.Response:
         customer_email=q.get("customer") or None,
         q=q.get("q") or None,
         limit=query_int(request, "limit", 50),
-        offset=query_int(request, "offset", 0),
+        # bounded: a number past 64 bits would overflow the database driver (a 500)
+        offset=query_int(request, "offset", 0, low=0, high=10**9),
         visible_to_team=who.team_id if who.role is Role.AGENT else None,
         visible_to_agent=who.agent_id if who.role is Role.AGENT else None,
     )
@@ -244,7 +276,9 @@ async def get_ticket(request: web.Request) -> web.Response:
                 "author": m.author,
                 "subject": m.subject,
                 "text": m.text,
-                "html": m.html,
+                # cleaned like on the pages, so a client may show it as it is; the stored
+                # original stays in the database (and the quarantine) for forensics
+                "html": str(sanitize(m.html)) if m.html else None,
                 "automatic": m.automatic,
                 "created_at": iso(m.created_at),
                 "attachments": [
@@ -386,6 +420,8 @@ async def post_assign(request: web.Request) -> web.Response:
     agent_id = data["agent_id"]
     if agent_id is not None and (not isinstance(agent_id, int) or isinstance(agent_id, bool)):
         raise InvalidInput("agent_id must be an integer or null", "agent_id")
+    if agent_id is not None and not 0 < agent_id < 2**63:  # past 64 bits the driver overflows
+        raise InvalidInput("agent_id must be a positive 64-bit integer or null", "agent_id")
     reason = field_str(data, "reason", required=False, max_len=500)
     await request.app[HELPDESK].assign(number, agent_id, actor_of(who), reason)
     return web.json_response({"number": number, "assignee": agent_id})
@@ -470,11 +506,11 @@ async def patch_ticket(request: web.Request) -> web.Response:
 async def get_attachment(request: web.Request) -> web.Response:
     who = await principal(request, Role.AGENT)
     number = await _ticket_for(request, who)
-    raw_id = request.match_info["id"]
-    if not raw_id.isdigit():
+    attachment_id = parse_id(request.match_info["id"])
+    if attachment_id is None:
         raise NotFound("attachment not found")
     helpdesk = request.app[HELPDESK]
-    meta = await helpdesk.db.read(lambda c: queries.attachment(c, number, int(raw_id)))
+    meta = await helpdesk.db.read(lambda c: queries.attachment(c, number, attachment_id))
     content = helpdesk.attachments.get(meta.sha256)
     disposition = "inline" if meta.content_type.startswith("image/") else "attachment"
     return web.Response(

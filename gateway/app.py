@@ -38,6 +38,7 @@ from gateway.api import api
 from gateway.dashboard import add_dashboard_routes
 from gateway.http import RateLimiter, problem, status_for
 from gateway.hub import ChannelHub, KbCache
+from gateway.leader import LEADERSHIP, Leadership
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.pages import render, routes, templates
@@ -51,7 +52,7 @@ from gateway.state import (
     INTAKE_LIMITER,
     KB,
     METRICS,
-    SCHEDULER,
+    SENDER_LIMITER,
     SETTINGS,
     TEMPLATES,
     ChatAdapter,
@@ -89,9 +90,23 @@ def load_secret(settings: Settings) -> bytes:
     return key
 
 
+# The chat libraries write secrets to their logs below these levels: httpx logs each request's
+# URL at INFO (a Bot API URL carries the bot token), python-telegram-bot the token and the
+# webhook secret at DEBUG, slack_sdk whole payloads (status links too) at DEBUG.
+SECRET_LOGGING_LIBRARIES = {
+    "httpx": logging.WARNING,
+    "telegram": logging.INFO,
+    "slack_sdk": logging.INFO,
+}
+
+
 def chat_adapters(settings: Settings, env: Mapping[str, str]) -> dict[str, ChatAdapter]:
     """Slack and Telegram, when enabled: both receive (webhooks) and send (outbox)."""
     found: dict[str, ChatAdapter] = {}
+    if settings.slack.enabled or settings.telegram.enabled:
+        for name, level in SECRET_LOGGING_LIBRARIES.items():
+            library = logging.getLogger(name)
+            library.setLevel(max(level, library.level))  # a higher level set elsewhere stays
     if settings.slack.enabled:
         found["slack"] = SlackAdapter.from_settings(settings.slack, env)
     if settings.telegram.enabled:
@@ -179,8 +194,10 @@ def create_app(
     leader: bool = True,
     reuse_port: bool = False,
 ) -> web.Application:
-    """The application. With several serving processes, only the ``leader`` polls (IMAP,
-    Telegram long polling); all of them listen, with ``reuse_port``, and deliver the outbox."""
+    """The application. All serving processes listen (with ``reuse_port`` on one port) and
+    deliver the outbox; one of them leads: it runs the scheduler and polls (IMAP, Telegram long
+    polling). ``leader=False`` (a forked ``serve --workers`` process) never leads; otherwise
+    SQLite leads at once and PostgreSQL competes for the lead (gateway/leader.py)."""
     env = os.environ if env is None else env
     metrics = Metrics()
     app = web.Application(
@@ -190,13 +207,19 @@ def create_app(
     app[SETTINGS] = settings
     app[TEMPLATES] = templates()
     app[INTAKE_LIMITER] = RateLimiter(settings.intake.rate_limit_per_minute)
+    app[SENDER_LIMITER] = RateLimiter(settings.intake.rate_limit_per_identity_per_minute)
     app[METRICS] = metrics
     # a polling adapter runs in the leader alone (two pollers would steal each other's updates)
-    chats = {
-        name: chat
-        for name, chat in chat_adapters(settings, env).items()
-        if leader or not polls(chat, settings)
-    }
+    chats: dict[str, ChatAdapter] = {}
+    polling: dict[str, ChatAdapter] = {}
+    for name, chat in chat_adapters(settings, env).items():
+        if not polls(chat, settings):
+            chats[name] = chat
+        elif leader:
+            polling[name] = chat
+    if leader:  # a mistake in [[email.imap]] fails start-up, not a later change of leader
+        pollers_from_settings(settings.email, env)
+    wakes: list[Dispatcher] = []  # the outbox lanes to wake when rows are queued
     kb = app[KB] = KbCache()
 
     async def core_context(app: web.Application) -> AsyncIterator[None]:
@@ -219,7 +242,13 @@ def create_app(
                 "email", EmailSender(settings.email, env.get(settings.email.relay.password_env))
             )
         dispatcher = Dispatcher(db, channels, settings.outbox, clock)
-        helpdesk.on_outbox = dispatcher.wake
+        wakes.append(dispatcher)
+
+        def wake_outbox() -> None:
+            for lane in wakes:
+                lane.wake()
+
+        helpdesk.on_outbox = wake_outbox
         helpdesk.bus.subscribe(metrics.on_event)
         app[HELPDESK] = helpdesk
         app[HUB] = ChannelHub(helpdesk, Interactions(helpdesk, settings.bots))
@@ -229,15 +258,9 @@ def create_app(
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, reload_management, helpdesk
             )
-        scheduler = None
-        if leader and settings.scheduler.enabled:
-            scheduler = app[SCHEDULER] = Scheduler(settings, scheduled_jobs(helpdesk, dispatcher))
-            scheduler.start()
         try:
             yield
         finally:
-            if scheduler is not None:
-                scheduler.stop()
             await dispatcher.stop()
             await kb.stop()
             await db.close()
@@ -247,8 +270,6 @@ def create_app(
         sources: list[InboundSource] = [*chats.values()]
         if settings.email.smtp_server.enabled:
             sources.append(SmtpServer(settings.email, settings.inboxes, clock, reuse_port))
-        if leader:
-            sources += pollers_from_settings(settings.email, env)
         for source in sources:
             await source.start(app[HUB])
         app[INBOUND] = sources
@@ -258,8 +279,42 @@ def create_app(
             for source in reversed(sources):
                 await source.stop()
 
+    async def lead(stack: contextlib.AsyncExitStack) -> None:
+        """The leader's duties; leaving the stack stops them (when the lead is lost)."""
+        helpdesk, dispatcher = app[HELPDESK], app[DISPATCHER]
+        if settings.scheduler.enabled:
+            scheduler = Scheduler(settings, scheduled_jobs(helpdesk, dispatcher))
+            scheduler.start()
+            stack.callback(scheduler.stop)
+        for source in [*polling.values(), *pollers_from_settings(settings.email, env)]:
+            await source.start(app[HUB])
+            stack.push_async_callback(source.stop)
+        if polling:  # a polling channel's rows go out from the process where it runs
+            lane = Dispatcher(helpdesk.db, {**polling}, settings.outbox, clock)
+            lane.start()
+            wakes.append(lane)
+            stack.callback(wakes.remove, lane)
+            stack.push_async_callback(lane.stop)
+
+    leadership = app[LEADERSHIP] = Leadership(
+        settings.database.url,
+        lead,
+        candidate=leader,
+        retry_seconds=settings.service.leader_retry_seconds,
+        on_change=metrics.leader.set,
+    )
+
+    async def leader_context(app: web.Application) -> AsyncIterator[None]:
+        """The lead is taken last and given up first: its duties need the core and the hub."""
+        await leadership.start()
+        try:
+            yield
+        finally:
+            await leadership.stop()
+
     app.cleanup_ctx.append(core_context)
     app.cleanup_ctx.append(inbound_context)
+    app.cleanup_ctx.append(leader_context)
     app.router.add_routes(routes)
     add_dashboard_routes(app)
     if "slack" in chats:
@@ -285,6 +340,7 @@ async def healthz(request: web.Request) -> web.Response:
     body = {
         "status": "ok" if ok else "unavailable",
         "database": "ok" if ok else "unreachable",
+        "leader": request.app[LEADERSHIP].leading,
         "version": VERSION,
     }
     return web.json_response(body, status=200 if ok else 503)

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy import Connection
 
 from adapters.email_parse import UnparseableEmail, parse_email, to_json
-from core import accounts, kb
+from core import accounts, audit, kb
 from core.assign import STRATEGIES
 from core.config import Settings, load_settings
 from core.errors import ConfigError, HelplineError
@@ -42,6 +43,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _database(settings: Settings) -> Database:
     return open_database(settings.database.url, durable=settings.database.durable)
+
+
+def cli_actor() -> str:
+    """Who runs the command, for the audit log: ``cli:<os user>``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        user = f"uid{os.getuid()}"
+    return f"{audit.CLI}:{user}"
 
 
 def _migrated(settings: Settings) -> Database:
@@ -114,20 +124,28 @@ def cmd_agent_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     db = _migrated(settings)
     skills = tuple(s.strip() for s in (args.skills or "").split(",") if s.strip())
-    agent_id = db.run_sync(
-        lambda c: accounts.add_agent(
+    now, actor = utc_now(), cli_actor()
+
+    def add(c: Connection) -> int:
+        agent_id = accounts.add_agent(
             c,
             name=args.name,
             email=args.email,
             role=accounts.parse_role(args.role),
-            now=utc_now(),
+            now=now,
             team=args.team,
             skills=skills,
             max_open=args.max_open,
             slack_user_id=args.slack,
             telegram_user_id=args.telegram,
         )
-    )
+        details = {"name": args.name, "role": args.role, "team": args.team}
+        audit.record_admin_action(
+            c, actor=actor, action="agent.add", target=args.email, details=details, now=now
+        )
+        return agent_id
+
+    agent_id = db.run_sync(add)
     print(f"agent {agent_id} added: {args.name} <{args.email}> ({args.role})")
     return 0
 
@@ -138,9 +156,22 @@ def cmd_agent_link(args: argparse.Namespace) -> int:
     links = [("slack", args.slack), ("telegram", args.telegram)]
     if not any(user for _, user in links):
         raise HelplineError("give --slack USER_ID and/or --telegram USER_ID")
+    now, actor = utc_now(), cli_actor()
+
+    def link(c: Connection, channel: str, user: str) -> None:
+        accounts.link_chat_id(c, args.email, channel, user)
+        audit.record_admin_action(
+            c,
+            actor=actor,
+            action="agent.link",
+            target=args.email,
+            details={channel: user},
+            now=now,
+        )
+
     for channel, user in links:
         if user:
-            db.run_sync(lambda c, ch=channel, u=user: accounts.link_chat_id(c, args.email, ch, u))
+            db.run_sync(lambda c, ch=channel, u=user: link(c, ch, u))
             print(f"{args.email} is {channel} user {user}")
     return 0
 
@@ -155,7 +186,16 @@ def cmd_agent_password(args: argparse.Namespace) -> int:
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     db = _migrated(_settings(args))
-    db.run_sync(lambda c: accounts.set_password(c, args.email, password))
+    now, actor = utc_now(), cli_actor()
+
+    def change(c: Connection) -> None:
+        accounts.set_password(c, args.email, password)
+        # the record says that it changed, never the password or its hash
+        audit.record_admin_action(
+            c, actor=actor, action="agent.password", target=args.email, now=now
+        )
+
+    db.run_sync(change)
     print(f"password set for {args.email}; their earlier dashboard sessions are signed out")
     return 0
 
@@ -176,7 +216,22 @@ def cmd_agent_set(args: argparse.Namespace) -> int:
     if all(value is None for value in changes.values()):
         raise HelplineError("nothing to change: give at least one option (see --help)")
     db = _migrated(_settings(args))
-    done = db.run_sync(lambda c: accounts.update_agent(c, args.email, **changes))
+    now, actor = utc_now(), cli_actor()
+
+    def update(c: Connection) -> dict[str, object]:
+        done = accounts.update_agent(c, args.email, **changes)
+        if done:
+            audit.record_admin_action(
+                c,
+                actor=actor,
+                action="agent.set",
+                target=args.email,
+                details={k: v for k, v in changes.items() if v is not None},
+                now=now,
+            )
+        return done
+
+    done = db.run_sync(update)
     print(f"{args.email}: " + ", ".join(f"{k} = {v!r}" for k, v in done.items()))
     return 0
 
@@ -220,10 +275,27 @@ def cmd_token_create(args: argparse.Namespace) -> int:
             role=accounts.parse_role(args.role),
             now=utc_now(),
             agent_email=args.agent,
+            actor=cli_actor(),
         )
     )
     print(f"token {args.name!r} ({args.role}) created; it is shown only once:")
     print(token)
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    db = _migrated(_settings(args))
+    db.run_sync(lambda c: accounts.revoke_token(c, args.id, utc_now(), actor=cli_actor()))
+    print(f"token {args.id} revoked")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    db = _migrated(_settings(args))
+    for row in db.run_sync(accounts.list_tokens):
+        state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+        agent = f" ({row.agent_email})" if row.agent_email else ""
+        print(f"{row.id}\t{row.name}\t{row.role}{agent}\t{state}")
     return 0
 
 
@@ -351,6 +423,13 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=[r.value for r in accounts.Role])
     create.add_argument("--agent", help="email of the agent the token acts as")
     create.set_defaults(func=cmd_token_create)
+    revoke = token.add_parser("revoke", help="revoke a token by id (see token list)")
+    revoke.add_argument("--config", default=argparse.SUPPRESS)
+    revoke.add_argument("--id", type=int, required=True)
+    revoke.set_defaults(func=cmd_token_revoke)
+    listing = token.add_parser("list", help="list tokens (ids, names, roles; never the values)")
+    listing.add_argument("--config", default=argparse.SUPPRESS)
+    listing.set_defaults(func=cmd_token_list)
 
     kb_cmd = sub.add_parser("kb", help="knowledge base").add_subparsers(
         dest="action", required=True

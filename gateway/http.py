@@ -3,7 +3,9 @@ limits and the per-route registry the OpenAPI document is built from."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -94,9 +96,36 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         data = json.loads(raw or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise InvalidInput(f"malformed JSON: {err}", "body") from None
+    except RecursionError:
+        raise InvalidInput("malformed JSON: nested too deeply", "body") from None
     if not isinstance(data, dict):
         raise InvalidInput("the JSON body must be an object", "body")
+    for name, value in data.items():
+        check_text(name, "body")
+        check_text(value, name)
     return data
+
+
+# NUL (PostgreSQL's text refuses it) and unpaired surrogates (JSON's "\ud800" escapes; no
+# UTF-8 encoder takes them): neither can be stored, so they are bad input, not a 500.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(value: Any, field: str) -> None:
+    """InvalidInput naming ``field`` when a string anywhere in ``value`` cannot be stored."""
+    stack = [value]  # iterative: json.loads nests up to the recursion limit
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                raise InvalidInput(
+                    f"{field} contains a NUL character or an unpaired surrogate", field
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def field_str(
@@ -142,15 +171,24 @@ def query_int(
     return value
 
 
+def parse_id(raw: str) -> int | None:
+    """An id as sent in a URL: ASCII digits that fit a 64-bit column, else None. (str.isdigit
+    alone is not enough: it accepts "²", which int() refuses, and any length, which the
+    database refuses.)"""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        return int(raw)
+    return None
+
+
 def path_number(request: web.Request) -> int:
     raw = request.match_info["number"]
-    if not raw.isdigit() or len(raw) > 18:
+    if (number := parse_id(raw)) is None:
         raise NotFound(f"ticket #{raw} not found")
-    return int(raw)
+    return number
 
 
 class RateLimiter:
-    """A sliding window per key (client IP) in this process's memory."""
+    """A sliding window per key (a client IP, a sender) in this process's memory."""
 
     def __init__(
         self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
@@ -158,20 +196,31 @@ class RateLimiter:
         self.limit = limit
         self.window = window
         self.clock = clock
-        self._hits: dict[str, deque[float]] = {}
+        self._hits: dict[str, deque[tuple[float, str | None]]] = {}
 
-    def check(self, key: str) -> float | None:
-        """Count a hit; None when allowed, else the seconds until the next hit is allowed."""
+    def check(self, key: str, submission: str | None = None) -> float | None:
+        """Count a hit; None when allowed, else the seconds until the next hit is allowed.
+        A ``submission`` id (an idempotency key) already counted in the window is a retry of
+        the same submission: allowed and not counted again (a double-click, a client retry)."""
         now = self.clock()
         hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - self.window:
+        while hits and hits[0][0] <= now - self.window:
             hits.popleft()
+        if submission is not None and any(seen == submission for _, seen in hits):
+            return None
         if len(hits) >= self.limit:
-            return hits[0] + self.window - now
-        hits.append(now)
+            return hits[0][0] + self.window - now
+        hits.append((now, submission))
         if len(self._hits) > 100_000:  # forget idle clients so memory stays bounded
-            self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
+            self._hits = {k: v for k, v in self._hits.items() if v and v[-1][0] > now - self.window}
         return None
+
+
+def sender_key(email: str) -> str:
+    """What the per-sender limit counts: the email lower-cased with a +tag dropped, so
+    ann+1@example.org and ANN@example.org are one sender."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}"
 
 
 def client_ip(request: web.Request) -> str:
@@ -231,4 +280,16 @@ class Api:
 
     def add_to(self, app: web.Application) -> None:
         for op in self.operations:
-            app.router.add_route(op.method, op.path, op.handler)
+            app.router.add_route(op.method, op.path, _checked_query(op.handler))
+
+
+def _checked_query(handler: Handler) -> Handler:
+    """Query parameters reach SQL filters: refuse what no database stores, for every route."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
+        for name, value in request.query.items():
+            check_text(value, name)
+        return await handler(request)
+
+    return checked

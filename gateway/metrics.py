@@ -37,6 +37,11 @@ class Metrics:
             ["channel", "status"],
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "helpline_leader",
+            "1 while this process leads (runs the scheduler and the pollers), else 0",
+            registry=self.registry,
+        )
 
     async def on_event(self, event: Event) -> None:
         self.events.labels(type(event).__name__).inc()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,8 +20,8 @@ from core.messages import Attachment, Channel, InboundMessage, Interaction, Send
 from core.quarantine import keep
 from core.views import view_from_row
 from gateway import csrf
-from gateway.http import client_ip
-from gateway.state import HELPDESK, HUB, INTAKE_LIMITER, SETTINGS, TEMPLATES
+from gateway.http import client_ip, parse_id, sender_key
+from gateway.state import HELPDESK, HUB, INTAKE_LIMITER, SENDER_LIMITER, SETTINGS, TEMPLATES
 from gateway.validation import clean_email, clean_name
 
 routes = web.RouteTableDef()
@@ -119,13 +121,13 @@ def _rate_limited(request: web.Request) -> web.Response | None:
     wait = request.app[INTAKE_LIMITER].check(client_ip(request))
     if wait is None:
         return None
-    return render(
-        request,
-        "error.html",
-        429,
-        title="Too many submissions",
-        detail=f"Please wait {max(1, round(wait))} seconds and try again.",
-    )
+    return _too_many(request, wait, f"Please wait {max(1, round(wait))} seconds and try again.")
+
+
+def _too_many(request: web.Request, wait: float, detail: str) -> web.Response:
+    response = render(request, "error.html", 429, title="Too many submissions", detail=detail)
+    response.headers["Retry-After"] = str(max(1, round(wait)))
+    return response
 
 
 @routes.post("/")
@@ -161,13 +163,48 @@ async def submit_form(request: web.Request) -> web.Response:
     if errors:
         return _form_page(request, "form.html", status=400, values=values, errors=errors)
 
+    attachments = _attachments(form, limits.max_attachments)
+    wait = request.app[SENDER_LIMITER].check(sender_key(email), _text(form, "form_id"))
+    if wait is not None:
+        # one sender flooding: refuse, but keep the submission (files too) in the quarantine
+        raw = json.dumps(
+            {
+                "channel": "web",
+                "form_id": _text(form, "form_id"),
+                "submission": values,
+                "attachments": [
+                    {
+                        "filename": a.filename,
+                        "content_type": a.content_type,
+                        "content": base64.b64encode(a.content).decode(),
+                    }
+                    for a in attachments
+                ],
+            }
+        ).encode()
+        await helpdesk.db.write(
+            lambda c: keep(
+                c,
+                channel=Channel.WEB.value,
+                reason=f"rate limit per sender exceeded: {email}",
+                raw=raw,
+                now=helpdesk.clock(),
+            )
+        )
+        return _too_many(
+            request,
+            wait,
+            "We received several messages from you in a short time. This one is kept and "
+            f"will be looked at; to get a ticket number now, send it again in "
+            f"{max(1, round(wait))} seconds.",
+        )
     msg = InboundMessage(
         channel=Channel.WEB,
         external_id=_text(form, "form_id"),
         sender=Sender(address=email, name=clean_name(values["name"]), email=email),
         subject=values["subject"].strip(),
         text=values["message"],
-        attachments=_attachments(form, limits.max_attachments),
+        attachments=attachments,
         received_at=helpdesk.clock(),
     )
     result = await helpdesk.ingest(msg)
@@ -178,10 +215,9 @@ async def submit_form(request: web.Request) -> web.Response:
 
 async def _portal_row(request: web.Request) -> tuple[Any, Any]:
     helpdesk = request.app[HELPDESK]
-    raw = request.match_info["number"]
-    if not raw.isdigit() or len(raw) > 18:
+    number, token = parse_id(request.match_info["number"]), request.match_info["token"]
+    if number is None:
         raise web.HTTPNotFound()
-    number, token = int(raw), request.match_info["token"]
     if not token.isascii():  # core's check_portal_token raises TypeError on non-ASCII
         raise web.HTTPNotFound()
     return await helpdesk.read(
@@ -263,9 +299,10 @@ async def one_click(request: web.Request) -> web.Response:
     helpdesk = request.app[HELPDESK]
     raw, action, value = (request.match_info[k] for k in ("number", "action", "value"))
     links = ActionLinks(helpdesk.secret, helpdesk.settings.service.public_url)
-    if not raw.isdigit() or not links.check(int(raw), action, value, request.match_info["token"]):
+    number = parse_id(raw)
+    if number is None or not links.check(number, action, value, request.match_info["token"]):
         raise web.HTTPNotFound()
-    row = await helpdesk.db.read(lambda c: queries.ticket_row(c, int(raw)))
+    row = await helpdesk.db.read(lambda c: queries.ticket_row(c, number))
     interaction = Interaction(
         channel=Channel(row.identity_channel),
         external_id=f"link:{raw}:{action}:{value}",
@@ -281,7 +318,7 @@ async def one_click(request: web.Request) -> web.Response:
         "action_done.html",
         text=text,
         comment=comment,
-        number=int(raw),
+        number=number,
         ticket_token=request.match_info["token"],
     )
 
@@ -292,17 +329,18 @@ async def one_click_comment(request: web.Request) -> web.Response:
     helpdesk = request.app[HELPDESK]
     raw, action, value = (request.match_info[k] for k in ("number", "action", "value"))
     links = ActionLinks(helpdesk.secret, helpdesk.settings.service.public_url)
-    if not raw.isdigit() or not links.check(int(raw), action, value, request.match_info["token"]):
+    number = parse_id(raw)
+    if number is None or not links.check(number, action, value, request.match_info["token"]):
         raise web.HTTPNotFound()
     form = await _read_form(request)
     csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))
     text = _text(form, "comment")
-    row = await helpdesk.db.read(lambda c: queries.ticket_row(c, int(raw)))
+    row = await helpdesk.db.read(lambda c: queries.ticket_row(c, number))
     await helpdesk.run(lambda c, ctx: surveys.comment(c, ctx, row.id, text, kind=action))
     return render(
         request,
         "action_done.html",
         text="Thank you for your comment!",
         comment=False,
-        number=int(raw),
+        number=number,
     )

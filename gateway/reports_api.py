@@ -19,7 +19,7 @@ from core.messages import Channel
 from core.reports import ReportFilter
 from core.tickets import parse_priority
 from gateway.api import principal
-from gateway.http import Api
+from gateway.http import Api, parse_id
 from gateway.state import HELPDESK
 
 reports = Api()
@@ -69,7 +69,8 @@ def parse_filter(query: Mapping[str, str], now: datetime) -> ReportFilter:
     if team is not None and len(team) > 100:
         raise InvalidInput("team is longer than 100 characters", "team")
     agent = query.get("agent") or None
-    if agent is not None and not (agent.isdigit() and len(agent) <= 18):
+    agent_id = parse_id(agent) if agent is not None else None
+    if agent is not None and agent_id is None:
         raise InvalidInput("agent must be an agent id (an integer)", "agent")
     channel = query.get("channel") or None
     if channel is not None and channel not in {c.value for c in Channel}:
@@ -80,7 +81,7 @@ def parse_filter(query: Mapping[str, str], now: datetime) -> ReportFilter:
         since,
         until,
         team=team,
-        agent_id=int(agent) if agent else None,
+        agent_id=agent_id,
         channel=channel,
         priority=parse_priority(priority).value if priority else None,
     )

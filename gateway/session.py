@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
+from gateway.http import parse_id
+
 COOKIE = "hl_session"
 LIFETIME = timedelta(hours=12)
 
@@ -43,11 +45,10 @@ def parse(value: str) -> tuple[Session, str] | None:
     """The claimed session and its MAC, before verification; None when malformed."""
     agent, _, rest = value.partition(".")
     expires, _, mac = rest.partition(".")
-    if not (agent.isdigit() and expires.isdigit() and len(agent) <= 18 and len(expires) <= 12):
+    agent_id, until = parse_id(agent), parse_id(expires)
+    if agent_id is None or until is None or len(mac) != 64:
         return None
-    if len(mac) != 64:
-        return None
-    return Session(int(agent), int(expires)), mac
+    return Session(agent_id, until), mac
 
 
 def verify(

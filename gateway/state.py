@@ -21,6 +21,7 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 TEMPLATES = web.AppKey("templates", Environment)
 METRICS = web.AppKey("metrics", Metrics)
 INTAKE_LIMITER = web.AppKey("intake_limiter", RateLimiter)
+SENDER_LIMITER = web.AppKey("sender_limiter", RateLimiter)  # per sender email
 
 
 class InboundSource(Protocol):
@@ -47,5 +48,4 @@ class ChatAdapter(Protocol):
 
 
 HUB = web.AppKey("hub", Intake)
-SCHEDULER = web.AppKey("scheduler", object)  # gateway.scheduler.Scheduler, in the leader
 KB = web.AppKey("kb", object)  # gateway.hub.KbCache (kept loose: hub imports this module)

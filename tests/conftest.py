@@ -53,7 +53,8 @@ def _run(coro: Any) -> Any:
 BACKEND = os.environ.get("HELPLINE_TEST_BACKEND", "both")
 if BACKEND not in ("both", "postgresql"):
     raise RuntimeError(f"HELPLINE_TEST_BACKEND must be both or postgresql, not {BACKEND!r}")
-DATABASE_FIXTURES = {"db_url", "pg_url", "backend_url", "server_factory", "server", "helpdesk"}
+# (a test asking for ``pg_url`` itself is PostgreSQL-only: the first pass runs it already)
+DATABASE_FIXTURES = {"db_url", "backend_url", "server_factory", "server", "helpdesk"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

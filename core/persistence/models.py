@@ -139,13 +139,36 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
+# what the dashboard filters tickets by (core/reports.py), carried by the report indexes
+REPORT_FILTER_COLUMNS = ("team_id", "assignee_id", "channel", "priority")
+
+
 class Ticket(Base):
     __tablename__ = "tickets"
     __table_args__ = (
-        Index("ix_tickets_status_updated", "status", "updated_at"),
+        # live queue; reports: the tickets changed since a time, with the report filters
+        Index("ix_tickets_status_updated", "status", "updated_at", *REPORT_FILTER_COLUMNS),
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
-        Index("ix_tickets_resolved_at", "resolved_at"),  # reports: resolved in a period
         Index("ix_tickets_status_priority", "status", "priority"),  # SLA sweep, live queue
+        # reports, index-only: what the KPIs read of the tickets opened / resolved in a period
+        Index(
+            "ix_tickets_created_report",
+            "created_at",
+            *REPORT_FILTER_COLUMNS,
+            "first_response_seconds",
+            "resolved_at",
+            "reopen_count",
+            "deflected",
+        ),
+        Index(
+            "ix_tickets_resolved_report",
+            "resolved_at",
+            *REPORT_FILTER_COLUMNS,
+            "resolution_seconds",
+            "agent_replies",
+            "reopen_count",
+            "deflected",
+        ),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     number: Mapped[int] = mapped_column(BigInteger, unique=True)
@@ -166,7 +189,7 @@ class Ticket(Base):
     # Bumping the version revokes every status link handed out before.
     portal_version: Mapped[int] = mapped_column(Integer, default=1)
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     first_response_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
@@ -180,6 +203,16 @@ class Ticket(Base):
     sla_policy: Mapped[str | None] = mapped_column(String(100))
     sla_fired: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     paused_since: Mapped[datetime | None]
+    # Written with the ticket for the reports (core/reports.py): agent replies so far, seconds
+    # from opening to the first reply and to the (latest) resolution (None while unresolved),
+    # resolved by the customer with a KB article.
+    agent_replies: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_response_seconds: Mapped[float | None] = mapped_column(Float)
+    resolution_seconds: Mapped[float | None] = mapped_column(Float)
+    deflected: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # When the SLA sweep must look at the ticket next (a warning or breach may be due then);
+    # None = nothing left to fire for now. Changes that may bring it earlier set it to now.
+    sla_next_check: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class Message(Base):
@@ -231,9 +264,17 @@ class TicketEvent(Base):
 
     __tablename__ = "ticket_events"
     __table_args__ = (
-        # reports: the period's events of one kind; one kind of a ticket's events (replies)
-        Index("ix_ticket_events_kind_at", "kind", "at"),
-        Index("ix_ticket_events_ticket_kind", "ticket_id", "kind"),
+        # reports, index-only: the period's events of one kind (by status change: time in
+        # status); a ticket's events of one kind
+        Index("ix_ticket_events_kind_status", "kind", "current_status", "previous_status", "at"),
+        Index(
+            "ix_ticket_events_ticket_kind",
+            "ticket_id",
+            "kind",
+            "at",
+            "current_status",
+            "previous_status",
+        ),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
@@ -242,6 +283,9 @@ class TicketEvent(Base):
     kind: Mapped[str] = mapped_column(String(50))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     reason: Mapped[str] = mapped_column(String(500), default="")
+    # kind "status": data's previous and current status; "opened": None and "new"
+    previous_status: Mapped[str | None] = mapped_column(String(20))
+    current_status: Mapped[str | None] = mapped_column(String(20))
 
 
 class KbArticle(Base):
@@ -339,6 +383,21 @@ class SchedulerJob(Base):
     id: Mapped[str] = mapped_column(Unicode(191), primary_key=True)
     next_run_time: Mapped[float | None] = mapped_column(Float(25), index=True)
     job_state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditEntry(Base):
+    """One admin action (token, agent, quarantine...): who, what, on what, from where.
+    Written in the action's own transaction, so an action and its record stand or fall together."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    at: Mapped[datetime]
+    # "token:<name>" (API), "cli:<os user>" (command line), "system" (fixtures, seeding)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    target: Mapped[str] = mapped_column(String(500), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ip: Mapped[str | None] = mapped_column(String(64))
 
 
 def table_of(model: type[Base]) -> Table:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,17 +14,26 @@ import pytest
 
 from core.errors import ConfigError
 from core.routing import (
+    BODY,
+    BOTH,
+    SUBJECT,
     Actions,
     ChannelIs,
     Facts,
+    RoutingDecision,
     RoutingInput,
     Rule,
     RuleSet,
+    ascii_variant,
+    fold,
+    literal_prefix,
     load_rules_file,
+    min_digits,
     parse_rules,
     render_auto_reply,
     required_literal,
     route,
+    words_of,
 )
 from core.tickets import Priority
 
@@ -85,6 +96,7 @@ def fires(when: dict[str, Any], **inp: Any) -> bool:
         ({"regex": r"\bINV-\d{6}\b"}, {"body": "see ınv-123456"}, True),  # Turkish dotless i
         ({"regex": r"kelvin"}, {"body": "\u212aELVIN"}, True),  # Kelvin sign matches k
         ({"regex": r"\bmass\b"}, {"body": "ma\u017fs"}, True),  # long s matches s
+        ({"regex": r"\binvoice\b"}, {"body": "\u0130NVOICE 7"}, True),  # dotted capital I is i
         # every key must hold
         ({"channel": ["email"], "keywords": ["refund"]}, {"body": "refund"}, True),
         ({"channel": ["slack"], "keywords": ["refund"]}, {"body": "refund"}, False),
@@ -543,3 +555,154 @@ def test_a_rule_set_is_a_tuple_of_rules() -> None:
     assert isinstance(rules, tuple)
     assert rules == tuple(rules)
     assert re.fullmatch(r"[\w-]+", rules[0].name)
+
+
+# ---- fast paths: each must give what the plain reading gives ----
+
+TEXTS = [
+    "",
+    "Refund for ORDER #123456, please!",
+    "money\n back  can\u2019t log in",
+    "ｒｅｆｕｎｄ，谢谢？（急）：我的iPhone坏了！",
+    "我要退款，订单号是12345。",
+    "Kündigung zum 1.3. – Straße",
+    "\u0130NVOICE ınvoice ma\u017fs \u212aELVIN ﬁle ①②③",
+    "tabs\tand\x1cfile\x1dseparators\x1e_under_score",
+    "e\u0301clair Ａ１２３ ٣٣٣ ４１１１ １１１１",
+    "word_with_underscore x-y a.b 3.14 #tag @user",
+]
+
+
+def reference_fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_fold_fast_paths_agree_with_nfkc_casefold(text: str) -> None:
+    # ASCII: lower() only; non-ASCII: fullwidth punctuation replaced before NFKC
+    assert fold(text) == reference_fold(text)
+
+
+def test_fold_agrees_on_random_mixed_text() -> None:
+    rng = random.Random(3)
+    alphabet = "aZ9_ -.,\n\t\x1c'’，？！：；（）ｒＥ１退款ßİıſKé\u0301ﬁ①"
+    for _ in range(3000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 12)))
+        assert fold(text) == reference_fold(text), repr(text)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_facts_words_agree_with_words_of(text: str) -> None:
+    inp = msg(subject=text, body=text[::-1])
+    everything = Facts(inp)
+    for where, folded in ((SUBJECT, fold(text)), (BODY, fold(text[::-1]))):
+        assert everything.words(where) == words_of(folded)
+    assert everything.words(BOTH) == words_of(fold(text) + "\n" + fold(text[::-1]))
+    vocabulary = frozenset({"refund", "order", "iphone", "x", "tag", "\x00cjk", "nope"})
+    restricted = Facts(inp, vocabulary)
+    for where in (SUBJECT, BODY, BOTH):
+        assert restricted.words(where) == everything.words(where) & vocabulary
+
+
+@pytest.mark.parametrize(
+    ("pattern", "digits"),
+    [
+        (r"\b(?:\d[ -]?){13,16}\b", 13),
+        (r"\border\s*(?:no\.?|number|#)?\s*\d{5,}", 5),
+        (r"\bINV-\d{6}\b", 6),
+        (r"[0-9]{2}-[0-9]{2}", 4),
+        (r"(?:\d\d|x)y", 0),  # one branch needs none
+        (r"\d+|\d{3}", 1),
+        (r"[^\D]\d", 1),  # a negated class is not counted
+        (r"(?=\d{5})x", 0),  # lookarounds consume nothing
+        (r"refund", 0),
+    ],
+)
+def test_min_digits(pattern: str, digits: int) -> None:
+    assert min_digits(pattern) == digits
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [
+        (r"\bINV-\d{6}\b", "inv-"),
+        (r"^order", "order"),
+        (r"Traceback \(most", "traceback (most"),
+        (r"at [\w.$]+\(\w+\.java:\d+\)", "at "),
+        (r"(?<=x)order", None),  # a lookbehind comes first
+        (r"colou?r", "colo"),
+        (r"\d+order", None),
+        (r"Kündigung", "k"),
+    ],
+)
+def test_literal_prefix(pattern: str, prefix: str | None) -> None:
+    assert literal_prefix(pattern) == prefix
+
+
+@pytest.mark.parametrize(
+    ("pattern", "usable"),
+    [
+        (r"\b(?:\d[ -]?){13,16}\b", True),
+        (r"\border\s*#?\d{5,}", True),
+        (r"[^\W\d]+", True),
+        (r"发票", False),  # not ASCII
+        (r"\u017f", False),  # an escape for a non-ASCII letter
+        (r"(?u)\w", False),  # asks for Unicode
+        (r"(a)?(?(1)b|c)", False),  # conditional: not looked into
+    ],
+)
+def test_ascii_variant_only_for_patterns_that_mean_the_same(pattern: str, usable: bool) -> None:
+    assert (ascii_variant(pattern) is not None) is usable
+
+
+REGEXES = [
+    r"\b(?:\d[ -]?){13,16}\b",
+    r"\border\s*(?:no\.?|number|#)?\s*\d{5,}",
+    r"\bINV-\d{6}\b",
+    r"\binvoice\b",
+    r"at [\w.$]+\(\w+\.java:\d+\)",
+    r"^thanks",
+    r"(?m)^fwd:",
+    r"file\sseparator",
+    r"(?<=\w)order",
+    r"\bE\d{3,5}\b",
+    r"kelvin",
+    r"[^\W\d_]{3}\d",
+]
+REGEX_TEXTS = [
+    *TEXTS,
+    "order 12345",
+    "xorder 12345",
+    "Our ORDER number 1234567 is late",
+    "card 4111 1111 1111 1111 and 4111-1111-1111-1111",
+    "card 4111111111111",
+    "INV-123456 inv-12345",
+    "\tat com.example.Sync.run(Sync.java:118)",
+    "Thanks a lot",
+    "re: x\nFwd: y",
+    "file\x1cseparator",
+    "file separator",
+    "E1234 e12 E123456",
+    "\u212aelvin",
+    "abc1 ab1",
+    "an \u0130nvoice",
+]
+
+
+@pytest.mark.parametrize("pattern", REGEXES)
+def test_regex_prefilters_and_ascii_variant_agree_with_re(pattern: str) -> None:
+    """Literal, prefix and digit prefilters, and the ASCII variant: only ever the same answer."""
+    rules = one_rule({"body_regex": pattern})
+    both = one_rule({"regex": pattern})
+    for text in REGEX_TEXTS:
+        expected = re.search(pattern, text, re.IGNORECASE) is not None
+        assert route(rules, msg(body=text)).matched is expected, repr(text)
+        assert route(both, msg(subject=text, body="-")).matched is expected, repr(text)
+
+
+def test_decision_stays_a_frozen_dataclass() -> None:
+    decision = route(parse_rules({"rules": RULES}), msg(body="refund please"))
+    copy = RoutingDecision(**{k: getattr(decision, k) for k in vars(decision)})
+    assert decision == copy and hash(decision) == hash(copy) and repr(decision) == repr(copy)
+    with pytest.raises(FrozenInstanceError):
+        decision.team = "x"  # type: ignore[misc]

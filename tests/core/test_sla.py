@@ -19,6 +19,7 @@ from core.sla import (
     choose_policy,
     due_times,
     evaluate,
+    next_check,
     parse_sla,
     priority_after_breach,
     resolution_due,
@@ -607,3 +608,58 @@ def test_results_hold_while_the_calendar_timeline_widens() -> None:
     assert calendar.business_minutes_between(eu(2026, 3, 2, 9), far) == 520 * 480
     with pytest.raises(ValueError, match="never open"):
         calendar.add_business_time(eu(2026, 3, 2, 9), 1e9)
+
+
+def test_next_check_is_never_after_the_first_signal() -> None:
+    """The sweep reads a ticket only once its stored check time has come: that time must not
+    be later than the first moment ``sweep`` finds a signal, whatever the stored state, and a
+    signal must be there at that time (else the ticket would be read for nothing)."""
+    rng = random.Random(11)
+    calendars = {"24x7": Calendar.always(), "eu": OFFICE_EU, "lunch": LUNCH}
+    opened0 = datetime(2026, 3, 5, 8, 0, tzinfo=UTC)
+    checked = 0
+    for i in range(300):
+        cal_name = rng.choice(list(calendars))
+        calendar = calendars[cal_name]
+        policy = SlaPolicy(
+            f"p{i}",
+            first_response_minutes=rng.choice([15, 60, 240]),
+            resolution_minutes=rng.choice([120, 480, 1440]),
+            calendar=cal_name,
+            warn_at=rng.choice([0, 0.5, 0.8]),
+        )
+        opened = opened0 + timedelta(minutes=rng.randrange(0, 5 * 1440))
+        first_response, resolution = due_times(policy, calendar, opened)
+        paused: tuple[tuple[datetime, datetime | None], ...] = ()
+        if rng.random() < 0.3:  # pending now, since some time after opening
+            paused = ((opened + timedelta(minutes=rng.randrange(1, 600)), None),)
+        fired = frozenset(
+            k
+            for k in ("warning:first_response", "breach:first_response", "warning:resolution")
+            if rng.random() < 0.2
+        )
+        snapshot = SlaSnapshot(
+            i,
+            opened,
+            policy=policy.name,
+            first_response_at=opened + timedelta(minutes=5) if rng.random() < 0.3 else None,
+            first_response_due=first_response,
+            resolution_due=resolution,
+            paused=paused,
+            fired=fired,
+        )
+        check = next_check(snapshot, calendar, policy)
+        first_signal = None
+        at = opened
+        while at < opened + timedelta(days=8):
+            if sweep([snapshot], at, [policy], calendars):
+                first_signal = at
+                break
+            at += timedelta(minutes=7)
+        if first_signal is None:
+            assert check is None or sweep([snapshot], check, [policy], calendars) is not False
+            continue
+        checked += 1
+        assert check is not None and check <= first_signal, (snapshot, check, first_signal)
+        assert sweep([snapshot], check, [policy], calendars), (snapshot, check)
+    assert checked > 150  # most generated tickets do have a signal ahead

@@ -298,20 +298,22 @@ async def test_find_signals_reads_the_rows_as_sqlalchemy_would(desk: Helpdesk) -
         {"sla_fired": []},  # as opened
     ]
     for number, values in zip(numbers, changes, strict=True):
+        due = {"sla_next_check": START}  # every one is looked at
         await desk.db.write(
-            lambda c, n=number, v=values: c.execute(
+            lambda c, n=number, v={**values, **due}: c.execute(
                 update(tickets).where(tickets.c.number == n).values(**v)
             )
         )
     sla = desk.settings.sla
 
     def both(conn: Any, now: datetime) -> tuple[Any, Any]:
-        rows = conn.execute(sla_clock._OPEN_UNDER_POLICY).all()
+        rows = conn.execute(sla_clock._DUE_FOR_CHECK, {"now": now}).all()
         reference = [sla_clock._snapshot(r) for r in rows]
+        assert len(reference) == 5  # the closed one is not looked at
         expected = sweep(reference, now, sla.policies, sla.calendar_map)
         if conn.dialect.name == "sqlite":
-            assert list(sla_clock._sqlite_snapshots(conn)) == reference
-        return sla_clock.find_signals(conn, now, sla), expected
+            assert list(sla_clock._sqlite_snapshots(conn, now)) == reference
+        return sla_clock.find_signals(conn, now, sla)[0], expected
 
     kinds = set()
     for minutes in (0, 20, 45, 90, 400, 700, 3000):

@@ -20,7 +20,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import parse_qsl
@@ -59,6 +59,9 @@ class RecordedCall:
     at: float = field(default_factory=time.monotonic)
     status: int | None = None  # HTTP status we answered with
     faulted: bool = False  # True when the answer came from fault injection
+    fault: str | None = None  # the injected kind: "status", "hang" or "hang_after"
+    retry_after: int | None = None  # what a 429 answer asked for
+    answered_at: float | None = None  # when the answer was written (monotonic)
 
     @property
     def authorization(self) -> str | None:
@@ -67,13 +70,51 @@ class RecordedCall:
 
 @dataclass
 class Fault:
-    """A queued fault: the next ``remaining`` matching calls answer with ``status``."""
+    """A queued fault: the next ``remaining`` matching calls answer with ``status``.
+
+    ``kind`` "status" answers at once; "hang" holds the call ``hang`` seconds and then answers
+    504 *without processing it* (the client timed out: the outcome is unambiguous, nothing was
+    delivered); "hang_after" processes the call, then holds the answer (the client times out
+    although the call took effect: the at-least-once window).
+    """
 
     remaining: int
     status: int
     retry_after: int | None
     method: str | None  # None = any method
     error: str | None  # overrides the default error text/code for this fault
+    kind: str = "status"
+    hang: float = 0.0
+
+
+@dataclass(frozen=True)
+class FaultMix:
+    """Deterministic chaos for a share of the calls: of the calls to ``methods`` (None: all),
+    about ``rate`` fail, each with a kind drawn from ``weights``: "429" (with a Retry-After from
+    ``retry_after``), "5xx" (one of ``statuses``), "hang" or "hang_after" (for ``hang`` s)."""
+
+    rate: float = 0.3
+    methods: frozenset[str] | None = None
+    weights: Mapping[str, float] = field(
+        default_factory=lambda: {"429": 1.0, "5xx": 1.0, "hang": 1.0}
+    )
+    retry_after: tuple[int, ...] = (1, 2)
+    statuses: tuple[int, ...] = (500, 502, 503)
+    hang: float = 3.0
+
+    def applies_to(self, method: str) -> bool:
+        return self.methods is None or method.lower() in {m.lower() for m in self.methods}
+
+    def draw(self, rng: random.Random) -> Fault:
+        kinds = sorted(self.weights)
+        kind = rng.choices(kinds, weights=[self.weights[k] for k in kinds])[0]
+        if kind == "429":
+            return Fault(1, 429, rng.choice(self.retry_after), None, None)
+        if kind == "5xx":
+            return Fault(1, rng.choice(self.statuses), None, None, None)
+        if kind in ("hang", "hang_after"):
+            return Fault(1, 504, None, None, None, kind=kind, hang=self.hang)
+        raise ValueError(f"unknown fault kind {kind!r}")
 
 
 class FaultInjector:
@@ -83,11 +124,18 @@ class FaultInjector:
     is seeded so a flaky-network test fails the same calls on every run.
     """
 
-    def __init__(self, fault_rate: float = 0.0, fault_status: int = 500, seed: int = 0) -> None:
+    def __init__(
+        self,
+        fault_rate: float = 0.0,
+        fault_status: int = 500,
+        seed: int = 0,
+        mix: FaultMix | None = None,
+    ) -> None:
         self.fault_rate = fault_rate
         self.fault_status = fault_status
         self.rng = random.Random(seed)
         self.queue: list[Fault] = []
+        self.mix = mix  # when set, replaces fault_rate/fault_status
 
     def fail_next(
         self,
@@ -97,8 +145,11 @@ class FaultInjector:
         *,
         method: str | None = None,
         error: str | None = None,
+        kind: str = "status",
+        hang: float = 0.0,
     ) -> None:
-        self.queue.append(Fault(n, status, retry_after if status == 429 else None, method, error))
+        retry_after = retry_after if status == 429 else None
+        self.queue.append(Fault(n, status, retry_after, method, error, kind, hang))
 
     def take(self, method: str) -> Fault | None:
         for fault in self.queue:
@@ -107,6 +158,10 @@ class FaultInjector:
                 if fault.remaining <= 0:
                     self.queue.remove(fault)
                 return fault
+        if self.mix is not None:
+            if self.mix.applies_to(method) and self.rng.random() < self.mix.rate:
+                return self.mix.draw(self.rng)
+            return None
         if self.fault_rate > 0 and self.rng.random() < self.fault_rate:
             retry_after = 1 if self.fault_status == 429 else None
             return Fault(1, self.fault_status, retry_after, None, None)
@@ -126,9 +181,10 @@ class LoopbackServer:
         fault_status: int = 500,
         seed: int = 0,
         delay: float = 0.0,
+        faults: FaultMix | None = None,
     ) -> None:
         self.calls: list[RecordedCall] = []
-        self.faults = FaultInjector(fault_rate, fault_status, seed)
+        self.faults = FaultInjector(fault_rate, fault_status, seed, faults)
         self.delay = delay  # seconds before every answer; use with client timeouts
         self.delay_for: dict[str, float] = {}  # per-method delay, overrides ``delay``
         self.host = "127.0.0.1"
@@ -152,6 +208,15 @@ class LoopbackServer:
     ) -> None:
         """Answer the next ``n`` calls (optionally only to ``method``) with ``status``."""
         self.faults.fail_next(n, status, retry_after, method=method, error=error)
+
+    def hang_next(
+        self, n: int = 1, seconds: float = 3.0, *, method: str | None = None, after: bool = False
+    ) -> None:
+        """Hold the next ``n`` calls ``seconds`` (longer than the client waits), then answer
+        504; with ``after`` the call is processed first (it took effect, the client never
+        hears so)."""
+        kind = "hang_after" if after else "hang"
+        self.faults.fail_next(n, 504, None, method=method, kind=kind, hang=seconds)
 
     @property
     def fault_rate(self) -> float:
@@ -240,12 +305,22 @@ class LoopbackServer:
 
         await self._sleep(self.delay_for.get(method, self.delay))
         fault = self.faults.take(method)
-        if fault is not None:
-            call.faulted = True
-            response = self._fault_response(fault)
-        else:
+        if fault is None:
             response = await self._dispatch(call, request)
+        elif fault.kind == "hang":  # never processed: the client has given up meanwhile
+            call.faulted, call.fault = True, fault.kind
+            await self._sleep(fault.hang)
+            response = self._fault_response(fault)
+        elif fault.kind == "hang_after":  # processed, but the answer comes too late
+            call.faulted, call.fault = True, fault.kind
+            response = await self._dispatch(call, request)
+            await self._sleep(fault.hang)
+        else:
+            call.faulted, call.fault = True, fault.kind
+            call.retry_after = fault.retry_after if fault.status == 429 else None
+            response = self._fault_response(fault)
         call.status = response.status
+        call.answered_at = time.monotonic()
         return response
 
     def _method_name(self, request: web.Request) -> str | None:
@@ -330,8 +405,11 @@ class FakeSlack(LoopbackServer):
         fault_status: int = 500,
         seed: int = 0,
         delay: float = 0.0,
+        faults: FaultMix | None = None,
     ) -> None:
-        super().__init__(fault_rate=fault_rate, fault_status=fault_status, seed=seed, delay=delay)
+        super().__init__(
+            fault_rate=fault_rate, fault_status=fault_status, seed=seed, delay=delay, faults=faults
+        )
         self.token = token
         self.valid_tokens: set[str] = {token}
         self.team_id = team_id

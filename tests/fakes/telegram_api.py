@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.slack_api import JSON, Fault, LoopbackServer, RecordedCall
+from tests.fakes.slack_api import JSON, Fault, FaultMix, LoopbackServer, RecordedCall
 
 TelegramHandler = Callable[[RecordedCall], Any]
 
@@ -96,8 +96,11 @@ class FakeTelegram(LoopbackServer):
         fault_status: int = 500,
         seed: int = 0,
         delay: float = 0.0,
+        faults: FaultMix | None = None,
     ) -> None:
-        super().__init__(fault_rate=fault_rate, fault_status=fault_status, seed=seed, delay=delay)
+        super().__init__(
+            fault_rate=fault_rate, fault_status=fault_status, seed=seed, delay=delay, faults=faults
+        )
         self.token = token
         self.valid_tokens: set[str] = {token}
         self.bot_user: JSON = {

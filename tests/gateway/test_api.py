@@ -223,3 +223,72 @@ async def test_health_and_metrics(server: Server, http) -> None:
     assert 'helpline_outbox_rows{channel="email",status="queued"} 1.0' in text
     assert 'helpline_events_total{type="TicketOpened"} 1.0' in text
     assert "helpline_http_request_seconds_bucket" in text
+
+
+# -- regressions found by the schemathesis run (tests/gateway/test_schemathesis.py) ---------
+
+
+async def test_out_of_range_ids_are_4xx_not_500(server: Server, http) -> None:
+    """Ids past 64 bits overflowed the database driver, and "²" passed str.isdigit() but not
+    int(): both were 500s."""
+    await submit(http, server)
+    admin, _ = await server.token("admin")
+    base = f"{server.base_url}/api/v1"
+    huge = "622564711922714116204062048256"
+    for path in (
+        f"/tickets/1/attachments/{huge}",
+        "/tickets/1/attachments/%C2%B2",
+        f"/tickets/{huge}",
+        "/tickets/%C2%B2",
+        f"/quarantine/{huge}/raw",
+    ):
+        response = await http.get(base + path, headers=auth(admin))
+        assert response.status == 404, path
+        assert response.content_type == "application/problem+json"
+    cases = [
+        ("GET", "/tickets?offset=99999999999999999999999", None, "offset"),
+        ("GET", "/tickets?assignee=%C2%B2", None, "assignee"),
+        ("GET", "/reports?agent=%C2%B2", None, "agent"),
+        (
+            "POST",
+            "/tickets/1/assign",
+            {"agent_id": -2135757028105834133020015325438017536},
+            "agent_id",
+        ),
+        ("POST", "/tickets/1/assign", {"agent_id": 2**63}, "agent_id"),
+    ]
+    for method, path, body, field in cases:
+        response = await http.request(method, base + path, json=body, headers=auth(admin))
+        problem = await response.json(content_type=None)
+        assert (response.status, problem.get("field")) == (400, field), (path, problem)
+
+
+async def test_text_no_database_can_store_is_400(server: Server, http) -> None:
+    """NUL (PostgreSQL refuses it in text) and unpaired surrogates (UTF-8 cannot encode them)
+    were 500s, as was JSON nested past the recursion limit."""
+    await submit(http, server)
+    admin, _ = await server.token("admin")
+    base = f"{server.base_url}/api/v1"
+    as_json = {"Content-Type": "application/json", **auth(admin)}
+    cases = [
+        ("POST", "/messages", b'{"email": "a@b.org", "body": "a\\u0000b"}', "body"),
+        (
+            "POST",
+            "/messages",
+            b'{"email": "a@b.org", "body": "x", "subject": "\\ud800"}',
+            "subject",
+        ),
+        ("POST", "/messages", b"[" * 100_000, "body"),
+        ("PATCH", "/tickets/1", b'{"status": "pending", "reason": "\\udc00"}', "reason"),
+        ("PATCH", "/tickets/1", b'{"add_tags": ["a\\u0000"]}', "add_tags"),
+        ("GET", "/tickets?q=%00", None, "q"),
+        ("GET", "/tickets?tag=a%00b", None, "tag"),
+        ("GET", "/reports?team=%00", None, "team"),
+    ]
+    for method, path, body, field in cases:
+        response = await http.request(method, base + path, data=body, headers=as_json)
+        problem = await response.json(content_type=None)
+        assert (response.status, problem.get("field")) == (400, field), (path, problem)
+    # the ticket did not change
+    ticket = await (await http.get(f"{base}/tickets/1", headers=auth(admin))).json()
+    assert (ticket["status"], ticket["tags"]) == ("new", [])
