@@ -723,6 +723,7 @@ async def test_wrong_or_tampered_portal_token_is_404(
         f"/t/01x/{token}",
         f"/t/{'9' * 30}/{token}",
         f"/t/999/{token}",
+        f"/t/%C2%B2/{token}",  # "²": a digit to str.isdigit, not to int()
     ]
 
     for path in bad_paths:

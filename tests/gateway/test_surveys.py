@@ -146,6 +146,9 @@ async def test_email_rating_by_one_click_link(server_factory: ServerFactory) -> 
             assert (await http.get(tampered)).status == 404
             forged = links["4"].replace("/csat/4/", "/csat/5/")
             assert (await http.get(forged)).status == 404
+            superscript = links["4"].replace("/a/1/", "/a/%C2%B2/")  # "²" passes str.isdigit
+            assert (await http.get(superscript)).status == 404
+            assert (await http.post(superscript, data={})).status in (403, 404)
 
             page = await (await http.get(links["4"])).text()
             assert "Thank you for your rating" in page and 'name="comment"' in page
