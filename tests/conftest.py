@@ -47,20 +47,26 @@ def _run(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-# Which backend the database-facing tests run on: both (the default: ``db_url`` tests run
-# twice, everything else on SQLite), or only PostgreSQL (CI's second pass: every test that
-# touches a database, the served ones included, runs on PostgreSQL; the rest is deselected).
+# Which backend the database-facing tests run on. "both" (the default): ``db_url`` tests run
+# on SQLite and on PostgreSQL, the served ones (``server_factory``, ``backend_url``) on SQLite.
+# "postgresql" (CI's second pass): only the tests that ran on SQLite alone and touch a
+# database, i.e. the served ones, run again on PostgreSQL; the rest is deselected (it ran
+# on PostgreSQL already, or touches no database).
 BACKEND = os.environ.get("HELPLINE_TEST_BACKEND", "both")
 if BACKEND not in ("both", "postgresql"):
     raise RuntimeError(f"HELPLINE_TEST_BACKEND must be both or postgresql, not {BACKEND!r}")
-# (a test asking for ``pg_url`` itself is PostgreSQL-only: the first pass runs it already)
-DATABASE_FIXTURES = {"db_url", "backend_url", "server_factory", "server", "helpdesk"}
+SERVED_FIXTURES = {"backend_url", "server_factory", "server"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if BACKEND != "postgresql":
         return
-    keep = [i for i in items if DATABASE_FIXTURES & set(getattr(i, "fixturenames", ()))]
+
+    def sqlite_only(item: pytest.Item) -> bool:
+        names = set(getattr(item, "fixturenames", ()))
+        return bool(SERVED_FIXTURES & names) and "db_url" not in names
+
+    keep = [i for i in items if sqlite_only(i)]
     config.hook.pytest_deselected(items=[i for i in items if i not in keep])
     items[:] = keep
 
