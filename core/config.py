@@ -72,7 +72,9 @@ class IntakeSettings:
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    max_attempts: int = 10
+    # With the backoff below, 100 attempts span about a day: a platform or relay outage of
+    # hours (maintenance) delays messages, it does not kill them.
+    max_attempts: int = 100
     backoff_base_seconds: float = 2.0
     backoff_max_seconds: float = 900.0
     # How long a dispatcher owns a row it is sending before another may take it.

@@ -42,9 +42,15 @@ class SmtpSink:
     _down_until: float = 0.0
     _down_reply: str = ""
     _reopen: asyncio.Task[None] | None = None
+    _hangs: list[float] = field(default_factory=list)
 
     def fail_next(self, reply: str, times: int = 1) -> None:
         self.replies.extend([reply] * times)
+
+    def hang_next(self, seconds: float, times: int = 1) -> None:
+        """Store the next mails, then answer only after ``seconds`` (past the client's timeout:
+        the mail was accepted, the client never hears so)."""
+        self._hangs.extend([seconds] * times)
 
     async def outage(self, seconds: float, reply: str | None = None) -> None:
         """The relay is down for ``seconds`` from now, then recovers by itself (returns at once).
@@ -79,6 +85,8 @@ class SmtpSink:
         self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), raw))
         async with self._arrived:
             self._arrived.notify_all()
+        if self._hangs:
+            await asyncio.sleep(self._hangs.pop(0))
         return "250 OK"
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
