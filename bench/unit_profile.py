@@ -67,13 +67,13 @@ def run(settings: Settings, tag: str, count: int, batch: int) -> float:
     db = open_database(settings.database.url, durable=True)
     assert isinstance(db, SqliteDatabase)
     upgrade(db)
-    reactions = bots(settings, SECRET, KbCache())  # the server's bots (an empty KB here)
+    reactions = bots(settings, SECRET)  # the server's bots
     now = datetime.now(UTC)
 
     def unit(msg: InboundMessage) -> Callable[[Connection], Any]:
         # a clock reading per unit, as Helpdesk.context() does
         return lambda conn: ingest_unit(
-            conn, UnitContext(settings, SECRET, datetime.now(UTC), reactions), msg
+            conn, UnitContext(settings, SECRET, datetime.now(UTC), reactions, KbCache()()), msg
         )
 
     units = [unit(message(tag, i, now)) for i in range(count)]

@@ -174,8 +174,9 @@ def claim_due(
 ) -> list[Any]:
     """Take up to ``limit`` due rows for these channels and lease them to the caller.
 
-    At most PER_DESTINATION rows per address: deliveries to one chat are paced (a Telegram
-    group takes one message per 3 s), and a lease must not run out while a row waits its turn.
+    At most PER_DESTINATION rows per address in flight, counting the ones already being sent:
+    deliveries to one chat are paced (a Telegram group takes one message per 3 s), and a lease
+    must not run out while a row waits its turn.
     """
     due = or_(
         and_(outbox.c.status == QUEUED, outbox.c.next_attempt_at <= now),
@@ -189,7 +190,34 @@ def claim_due(
         )
         .label("place")
     )
-    candidates = select(outbox.c.id, place).where(due, outbox.c.channel.in_(channels)).subquery()
+    candidates = (
+        select(outbox.c.id, outbox.c.channel, outbox.c.address, place)
+        .where(due, outbox.c.channel.in_(channels))
+        .subquery()
+    )
+    in_flight = (
+        select(outbox.c.channel, outbox.c.address, func.count().label("n"))
+        .where(
+            outbox.c.status == SENDING,
+            outbox.c.lease_until > now,
+            outbox.c.channel.in_(channels),
+        )
+        .group_by(outbox.c.channel, outbox.c.address)
+        .subquery()
+    )
+    room = (
+        select(candidates.c.id)
+        .select_from(
+            candidates.outerjoin(
+                in_flight,
+                and_(
+                    in_flight.c.channel == candidates.c.channel,
+                    in_flight.c.address == candidates.c.address,
+                ),
+            )
+        )
+        .where(candidates.c.place + func.coalesce(in_flight.c.n, 0) <= PER_DESTINATION)
+    )
     query = (
         select(outbox)
         .where(
@@ -197,7 +225,7 @@ def claim_due(
             # conditions on a row another process leased and committed meanwhile (the IN list
             # keeps this statement's older snapshot), so without it both would send that row
             due,
-            outbox.c.id.in_(select(candidates.c.id).where(candidates.c.place <= PER_DESTINATION)),
+            outbox.c.id.in_(room),
         )
         .order_by(outbox.c.next_attempt_at, outbox.c.id)
         .limit(limit)
@@ -251,18 +279,46 @@ class Dispatcher:
         self._tasks.clear()
 
     async def _run(self, channel: str) -> None:
+        """Keep up to ``batch_size`` deliveries of the channel going: a finished one makes room
+        for the next at once, so one slow call (a hang until the client's timeout) holds up
+        only its own destination, not the rest of the channel."""
         wake = self._wakes[channel]
-        while True:
-            wake.clear()  # before the claim: a wake-up during it is not lost
-            try:
-                busy = await self.dispatch_once(channels=[channel])
-            except Exception:
-                log.exception("outbox dispatch failed")
-                busy = 0
-            if busy:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self.settings.poll_seconds)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            wake.set()
+            if not task.cancelled() and (err := task.exception()) is not None:
+                # the row keeps its lease and is retried when it runs out
+                log.error("outbox delivery failed", exc_info=err)
+
+        try:
+            while True:
+                wake.clear()  # before the claim: a wake-up during it is not lost
+                room = self.settings.batch_size - len(in_flight)
+                rows: list[Any] = []
+                if room > 0:
+                    try:
+                        rows = await self._claim([channel], self.clock(), room)
+                    except Exception:
+                        log.exception("outbox dispatch failed")
+                for row in rows:
+                    task = asyncio.create_task(self._deliver(row))
+                    in_flight.add(task)
+                    task.add_done_callback(done)
+                if rows and len(rows) == room:
+                    continue  # more may be due
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), self.settings.poll_seconds)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _claim(self, channels: list[str], now: datetime, limit: int) -> list[Any]:
+        return await self.db.write(
+            lambda c: claim_due(c, channels, now, self.settings.lease_seconds, limit)
+        )
 
     async def dispatch_once(
         self, now: datetime | None = None, channels: list[str] | None = None
@@ -272,12 +328,7 @@ class Dispatcher:
         channels = sorted(self.adapters if channels is None else set(channels) & set(self.adapters))
         if not channels:
             return 0
-        now = now or self.clock()
-        rows = await self.db.write(
-            lambda c: claim_due(
-                c, channels, now, self.settings.lease_seconds, self.settings.batch_size
-            )
-        )
+        rows = await self._claim(channels, now or self.clock(), self.settings.batch_size)
         await asyncio.gather(*(self._deliver(row) for row in rows))
         return len(rows)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,3 +147,58 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     assert delays[3] > delays[0]
     assert backoff(1, settings, 300, rng) == 300  # the platform's retry-after, exactly
     assert backoff(5, settings, 1, rng) == 1
+
+
+class HangingFirst(RecordingChannel):
+    """The first destination's send hangs until released; the others go through."""
+
+    def __init__(self, stuck: str) -> None:
+        super().__init__()
+        self.stuck = stuck
+        self.release = asyncio.Event()
+
+    async def send(self, message: OutboundMessage, idempotency_key: str) -> DeliveryReceipt:
+        if message.to.address == self.stuck:
+            await self.release.wait()
+        return await super().send(message, idempotency_key)
+
+
+async def test_a_hanging_delivery_holds_up_only_its_own_destination(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    await open_ticket(helpdesk, "m0")  # ann@example.org: her acknowledgement will hang
+    channel = HangingFirst("ann@example.org")
+    lane = dispatcher(helpdesk, channel, clock, poll_seconds=0.05)
+    lane.start()
+    try:
+        await asyncio.sleep(0.2)  # Ann's row is in flight and stuck
+        for i in range(1, 4):  # later tickets of other customers
+            await helpdesk.ingest(
+                InboundMessage(
+                    Channel.EMAIL,
+                    f"m{i}",
+                    Sender(f"c{i}@example.org", "C", f"c{i}@example.org"),
+                    "Help",
+                    datetime(2026, 3, 2, tzinfo=UTC),
+                    subject="Other",
+                )
+            )
+            lane.wake()
+        for _ in range(100):
+            if len(channel.sent) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(m.to.address for _, m in channel.sent) == [
+            "c1@example.org",
+            "c2@example.org",
+            "c3@example.org",
+        ]
+        channel.release.set()
+        for _ in range(100):
+            if len(channel.sent) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert len(channel.sent) == 4
+    finally:
+        await lane.stop()
+    assert {r.status for r in await rows(helpdesk)} == {"sent"}
