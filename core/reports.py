@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -354,7 +354,8 @@ def _column(conn: Connection, query: Select[Any]) -> list[Any]:
     if conn.dialect.name != "sqlite" or not conn.in_transaction():
         return list(conn.execute(query).scalars())
     compiled = query.compile(dialect=conn.dialect)
-    params, process = compiled.construct_params(), compiled._bind_processors
+    params = compiled.construct_params()
+    process = cast(dict[str, Callable[[Any], Any]], compiled._bind_processors)
     values = [
         process[name](params[name]) if name in process else params[name]
         for name in compiled.positiontup or ()
@@ -499,11 +500,8 @@ def time_in_status(conn: Connection, f: ReportFilter) -> list[StatusTime]:
 
     Unfiltered, per status: seeks into the ``(kind, current_status, previous_status, at)``
     index, one per status pair (the statuses are enumerated), so the period's changes are
-    read once, index-only, already grouped (a GROUP BY sorted them: 4x slower). Filtered, the
-    tickets come first: those changed since ``since`` (``updated_at``, which every status change
-    sets, with the filter columns in the ``(status, updated_at, ...)`` index), then their
-    changes through the ``(ticket_id, kind, at, ...)`` index: a lookup of the ticket per event
-    of the period cost 2-8x more.
+    read once, index-only, already grouped (a GROUP BY sorted them: 4x slower). Filtered: see
+    ``_filtered_changes``.
     """
     length = (f.until - f.since).total_seconds()
     changes = _status_changes(conn, f)
@@ -525,58 +523,94 @@ def time_in_status(conn: Connection, f: ReportFilter) -> list[StatusTime]:
 def _status_changes(conn: Connection, f: ReportFilter) -> dict[str, list[Any]]:
     """Per active status S: [entries since ``since``, of them before ``until``, exits since
     ``since``, sum of ``until - at`` over the entries before ``until`` minus the exits']."""
-    until = _moment(f.until)
-    inside = ([history.c.at >= f.since, history.c.at < until], func.count(), _rest(until))
-    after = ([history.c.at >= until], func.count(), literal(0.0))
-    current, previous = history.c.current_status, history.c.previous_status
-    parts: list[Select[Any]] = []
-    if filters := _ticket_filters(f):
-        # "current_status is set" rather than the kinds: a kind condition lets SQLite's planner
-        # walk the period's events first and look each ticket up (measured: 20x slower)
-        changes = tickets.join(
-            history, and_(history.c.ticket_id == tickets.c.id, current.is_not(None))
-        )
-        # a ticket with changes since a time was updated since then
-        for phase, (where, n, rest), changed_since in ((0, inside, f.since), (1, after, until)):
-            parts.append(
-                select(literal(phase), current, previous, n, rest)
-                .select_from(changes)
-                .where(
-                    tickets.c.status.in_(_STATUSES),
-                    tickets.c.updated_at >= changed_since,
-                    *filters,
-                    *where,
-                )
-                .group_by(current, previous)
-            )
-    else:
-        # (entering, leaving, seek): "" is a side not counted (any status)
-        groups: list[tuple[str, str, list[ColumnElement[bool]]]] = []
-        for s in _ACTIVE:
-            groups += [
-                (s, "", [history.c.kind == "opened", current == s, previous.is_(None)]),
-                (s, "", [history.c.kind == "status", current == s, previous.in_(_STATUSES)]),
-                ("", s, [history.c.kind == "status", current.in_(_STATUSES), previous == s]),
-            ]
-        for phase, (where, n, rest) in enumerate((inside, after)):
-            for entering, leaving, seek in groups:
-                columns = [literal(phase), literal(entering), literal(leaving)]
-                parts.append(select(*columns, n, rest).where(*seek, *where))
     sums = {s: [0, 0, 0, 0.0] for s in _ACTIVE}
-    for phase, entering, leaving, n, rest in conn.execute(union_all(*parts)):
+    if _ticket_filters(f):
+        for s, (entries, exits, seconds) in _filtered_changes(conn, f, since=True).items():
+            sums[s] = [entries, entries, exits, seconds]
+        for s, (entries, exits, _) in _filtered_changes(conn, f, since=False).items():
+            sums[s][0] += entries
+            sums[s][2] += exits
+        return sums
+    until = _moment(f.until)
+    current, previous = history.c.current_status, history.c.previous_status
+    # (entering, leaving, seek): "" is a side not counted (any status)
+    groups: list[tuple[str, str, list[ColumnElement[bool]]]] = []
+    for s in _ACTIVE:
+        groups += [
+            (s, "", [history.c.kind == "opened", current == s, previous.is_(None)]),
+            (s, "", [history.c.kind == "status", current == s, previous.in_(_STATUSES)]),
+            ("", s, [history.c.kind == "status", current.in_(_STATUSES), previous == s]),
+        ]
+    parts: list[Select[Any]] = []
+    inside = [history.c.at >= f.since, history.c.at < until]
+    rest: Any = func.coalesce(func.sum(seconds_between(until, history.c.at)), 0.0)
+    phases: list[tuple[int, list[ColumnElement[bool]], Any]] = [
+        (0, inside, rest),
+        (1, [history.c.at >= until], literal(0.0)),
+    ]
+    for phase, where, seconds in phases:
+        for entering, leaving, seek in groups:
+            columns: list[Any] = [literal(phase), literal(entering), literal(leaving)]
+            parts.append(select(*columns, func.count(), seconds).where(*seek, *where))
+    for phase, entering, leaving, n, seconds in conn.execute(union_all(*parts)):
         if entering in sums:
             sums[entering][0] += int(n)
             if phase == 0:
                 sums[entering][1] += int(n)
-                sums[entering][3] += float(rest)
+                sums[entering][3] += float(seconds)
         if leaving in sums:
             sums[leaving][2] += int(n)
-            sums[leaving][3] -= float(rest)
+            sums[leaving][3] -= float(seconds)
     return sums
 
 
-def _rest(until: Any) -> Any:
-    return func.coalesce(func.sum(seconds_between(until, history.c.at)), 0.0)
+def _filtered_changes(
+    conn: Connection, f: ReportFilter, *, since: bool
+) -> dict[str, tuple[int, int, float]]:
+    """Per active status: entries, exits and (entries' minus exits') ``until - at`` of the
+    matching tickets' changes in the period (``since``), else from ``until`` on.
+
+    The tickets come first: a ticket with changes since a time was updated since then (every
+    status change sets ``updated_at``), found with the filter columns in the ``(status,
+    updated_at, ...)`` index, then their changes through the ``(ticket_id, kind, at, ...)``
+    index; a lookup of the ticket per event of the period cost 2-8x more. One row of sums, no
+    GROUP BY (its sort cost as much as the join): a change never enters the status it leaves,
+    so a change counts for S as an entry or an exit, never both.
+    """
+    until = _moment(f.until)
+    current, previous = history.c.current_status, history.c.previous_status
+    bound, where = (
+        (f.since, [history.c.at >= f.since, history.c.at < until])
+        if since
+        else (until, [history.c.at >= until])
+    )
+    rest = seconds_between(until, history.c.at)
+    columns: list[Any] = []
+    for s in _ACTIVE:
+        columns.append(_counts(current == s, previous == s))
+        if since:
+            columns.append(
+                func.coalesce(func.sum(case((current == s, rest), (previous == s, -rest))), 0.0)
+            )
+    # "current_status is set" rather than the kinds: a kind condition let SQLite's planner walk
+    # the period's events first and look each ticket up (measured: 20x slower)
+    changes = tickets.join(history, and_(history.c.ticket_id == tickets.c.id, current.is_not(None)))
+    row = conn.execute(
+        select(*columns)
+        .select_from(changes)
+        .where(
+            tickets.c.status.in_(_STATUSES),
+            tickets.c.updated_at >= bound,
+            *_ticket_filters(f),
+            *where,
+        )
+    ).one()
+    out = {}
+    step = 2 if since else 1
+    for i, s in enumerate(_ACTIVE):
+        entries, exits = _split(row[i * step])
+        out[s] = (entries, exits, float(row[i * step + 1]) if since else 0.0)
+    return out
 
 
 def _answers(kind: str, f: ReportFilter) -> Select[Any]:
