@@ -270,6 +270,8 @@ class _Run:
                 status=TicketStatus.RESOLVED.value,
                 resolved_at=now,
                 resolution_seconds=(now - created_at).total_seconds(),  # for the reports
+                sla_next_check=None,  # resolved: the SLA sweep has nothing left to watch
+                paused_since=None,
                 updated_at=now,
             )
         ).rowcount

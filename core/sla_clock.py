@@ -91,9 +91,14 @@ def clock_values(
 ) -> dict[str, Any]:
     """Column changes for a status change: pending stops the resolution clock; leaving pending
     restarts it with the due time pushed back by the business time the pause covered. Either
-    way the next sweep looks at the ticket again and works out its next check time."""
+    way the next sweep looks at the ticket again and works out its next check time; a resolved
+    or closed ticket has none."""
     if row.sla_policy is None or current is target:
         return {}
+    if target.value not in OPEN_STATUSES:
+        # nothing to watch once resolved or closed; cleared, so the sweep's index range on the
+        # check time holds open tickets only and does not grow with history (reopening sets it)
+        return {"sla_next_check": None, "paused_since": None}
     values: dict[str, Any] = {"sla_next_check": now}
     if target is TicketStatus.PENDING:
         values["paused_since"] = now

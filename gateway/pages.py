@@ -293,22 +293,29 @@ async def kb_article(request: web.Request) -> web.Response:
     return render(request, "article.html", article=row)
 
 
-@routes.get("/a/{number}/{action}/{value}/{token}")
-async def one_click(request: web.Request) -> web.Response:
-    """A signed button from an email (a rating, "this solved it"): one click does it."""
+def _signed_link(request: web.Request) -> tuple[int, str, str]:
+    """The ticket number, action and value of a one-click link; 404 unless its signature holds."""
     helpdesk = request.app[HELPDESK]
     raw, action, value = (request.match_info[k] for k in ("number", "action", "value"))
     links = ActionLinks(helpdesk.secret, helpdesk.settings.service.public_url)
     number = parse_id(raw)
     if number is None or not links.check(number, action, value, request.match_info["token"]):
         raise web.HTTPNotFound()
+    return number, action, value
+
+
+@routes.get("/a/{number}/{action}/{value}/{token}")
+async def one_click(request: web.Request) -> web.Response:
+    """A signed button from an email (a rating, "this solved it"): one click does it."""
+    helpdesk = request.app[HELPDESK]
+    number, action, value = _signed_link(request)
     row = await helpdesk.db.read(lambda c: queries.ticket_row(c, number))
     interaction = Interaction(
         channel=Channel(row.identity_channel),
-        external_id=f"link:{raw}:{action}:{value}",
+        external_id=f"link:{number}:{action}:{value}",
         user=row.identity_address,
         action=action,
-        value=f"{raw}:{value}",
+        value=f"{number}:{value}",
     )
     reply = await request.app[HUB].interact(interaction)
     text = reply.text or "Done already. Thank you!"
@@ -327,11 +334,7 @@ async def one_click(request: web.Request) -> web.Response:
 async def one_click_comment(request: web.Request) -> web.Response:
     """The optional comment under a rating given by email."""
     helpdesk = request.app[HELPDESK]
-    raw, action, value = (request.match_info[k] for k in ("number", "action", "value"))
-    links = ActionLinks(helpdesk.secret, helpdesk.settings.service.public_url)
-    number = parse_id(raw)
-    if number is None or not links.check(number, action, value, request.match_info["token"]):
-        raise web.HTTPNotFound()
+    number, action, _ = _signed_link(request)
     form = await _read_form(request)
     csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))
     text = _text(form, "comment")
