@@ -15,7 +15,6 @@ from core.accounts import Principal, Role, authenticate
 from core.desk import Actor
 from core.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from core.messages import Channel, InboundMessage, Sender
-from core.quarantine import keep
 from core.tickets import TicketStatus, parse_priority, parse_status
 from core.views import TicketView, view_from_row
 from gateway.http import (
@@ -151,14 +150,8 @@ async def submit_message(request: web.Request) -> web.Response:
     if wait is not None:
         # one sender flooding (a loop, a script): refuse, but keep what they sent
         raw = json.dumps({"channel": "api", "idempotency_key": key, "submission": data}).encode()
-        await helpdesk.db.write(
-            lambda c: keep(
-                c,
-                channel=Channel.API.value,
-                reason=f"rate limit per sender exceeded: {email}",
-                raw=raw,
-                now=helpdesk.clock(),
-            )
+        await helpdesk.quarantine(
+            Channel.API.value, f"rate limit per sender exceeded: {email}", raw
         )
         return problem(
             429,

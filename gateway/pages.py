@@ -17,7 +17,6 @@ from core import kb, queries, surveys
 from core.errors import InvalidInput, TooLarge
 from core.links import ActionLinks
 from core.messages import Attachment, Channel, InboundMessage, Interaction, Sender, ThreadHints
-from core.quarantine import keep
 from core.views import view_from_row
 from gateway import csrf
 from gateway.http import client_ip, parse_id, sender_key
@@ -139,11 +138,7 @@ async def submit_form(request: web.Request) -> web.Response:
     csrf.verify(helpdesk.secret, request, _text(form, "form_id"), _text(form, "csrf"))
     if form.get("website"):  # the honeypot: only bots fill a field people cannot see
         raw = repr({k: v for k, v in form.items() if isinstance(v, str)}).encode()
-        await helpdesk.db.write(
-            lambda c: keep(
-                c, channel="web", reason="honeypot field filled", raw=raw, now=helpdesk.clock()
-            )
-        )
+        await helpdesk.quarantine(Channel.WEB.value, "honeypot field filled", raw)
         return render(request, "submitted.html", number=None, status_url=None)
 
     limits = helpdesk.settings.intake
@@ -182,14 +177,8 @@ async def submit_form(request: web.Request) -> web.Response:
                 ],
             }
         ).encode()
-        await helpdesk.db.write(
-            lambda c: keep(
-                c,
-                channel=Channel.WEB.value,
-                reason=f"rate limit per sender exceeded: {email}",
-                raw=raw,
-                now=helpdesk.clock(),
-            )
+        await helpdesk.quarantine(
+            Channel.WEB.value, f"rate limit per sender exceeded: {email}", raw
         )
         return _too_many(
             request,
