@@ -80,7 +80,9 @@ def plan(
     """Routing, SLA due times and KB suggestions for a ticket about to be opened at ``ctx.now``."""
     settings = ctx.settings
     rules, sla = settings.rules, settings.sla
-    attributes = customer_attributes(conn, customer_id) if rules or sla.policies else None
+    # the customer's attributes matter to routing rules and to policies that name tiers
+    needs_customer = bool(rules) or any(p.tiers for p in sla.policies)
+    attributes = customer_attributes(conn, customer_id) if needs_customer else None
     triage = Triage(team=team, customer=attributes)
     if rules:
         decision = route(
