@@ -70,6 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.service.log_level != "debug":
         # aiosmtpd logs every SMTP command at INFO: a line per command is noise, not news
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # APScheduler logs two lines per job run (every 30 s); our jobs log what they did
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     port = args.port if args.port is not None else settings.service.port
     host = args.host or settings.service.host
     workers = args.workers if args.workers is not None else settings.service.workers
