@@ -360,9 +360,8 @@ class SlackAdapter:
         if user in self._profiles:
             return self._profiles[user]
         try:
-            response = await asyncio.wait_for(
-                self.client.users_info(user=user), self.profile_timeout
-            )
+            async with asyncio.timeout(self.profile_timeout):  # not wait_for: see core.outbox
+                response = await self.client.users_info(user=user)
         except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as err:
             log.warning("users.info %s failed: %s", user, err)
             return user, None  # not cached: the next message asks again

@@ -308,8 +308,11 @@ class Dispatcher:
                     task.add_done_callback(done)
                 if rows and len(rows) == room:
                     continue  # more may be due
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns normally when
+                # the wake-up and a stop() arrive in the same turn, and the stop is lost
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.settings.poll_seconds)
+                    async with asyncio.timeout(self.settings.poll_seconds):
+                        await wake.wait()
         finally:
             for task in in_flight:
                 task.cancel()

@@ -146,7 +146,8 @@ class Leadership:
             if conn.is_closed():
                 return
             try:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), max(1.0, self.retry_seconds))
+                async with asyncio.timeout(max(1.0, self.retry_seconds)):  # see core.outbox
+                    await conn.fetchval("SELECT 1")
             except Exception:  # closed, reset, timed out: the lock may be someone else's now
                 return
 
@@ -154,7 +155,8 @@ class Leadership:
     async def _close(conn: asyncpg.Connection) -> None:
         # closing the session releases the lock; terminate() when the server does not answer
         try:
-            await asyncio.wait_for(conn.close(), 2.0)
+            async with asyncio.timeout(2.0):
+                await conn.close()
         except Exception:
             conn.terminate()
 

@@ -202,3 +202,17 @@ async def test_a_hanging_delivery_holds_up_only_its_own_destination(
     finally:
         await lane.stop()
     assert {r.status for r in await rows(helpdesk)} == {"sent"}
+
+
+async def test_stop_is_not_lost_when_a_wake_up_arrives_with_it(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    """A wake-up and the stop in the same turn of the loop: the lane still stops (Python
+    3.11's asyncio.wait_for returned normally here, dropping the cancellation, and the
+    lane went on polling forever)."""
+    lane = dispatcher(helpdesk, RecordingChannel(), clock, poll_seconds=30)
+    lane.start()
+    await asyncio.sleep(0.2)  # idle: nothing queued, waiting to be woken
+    lane.wake()
+    async with asyncio.timeout(5):
+        await lane.stop()

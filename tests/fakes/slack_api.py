@@ -274,7 +274,8 @@ class LoopbackServer:
                 raise TimeoutError(f"expected {n} call(s) to {method}, got {got}")
             self._call_event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._call_event.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see core.outbox
+                    await self._call_event.wait()
         return self.calls_to(method)
 
     # -- request handling -------------------------------------------------------------------------
@@ -284,7 +285,8 @@ class LoopbackServer:
         if seconds <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = self._method_name(request)

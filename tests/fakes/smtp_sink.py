@@ -90,10 +90,8 @@ class SmtpSink:
         return "250 OK"
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
-        async with self._arrived:
-            await asyncio.wait_for(
-                self._arrived.wait_for(lambda: len(self.received) >= count), timeout
-            )
+        async with self._arrived, asyncio.timeout(timeout):
+            await self._arrived.wait_for(lambda: len(self.received) >= count)
         return self.received
 
     def counts(self, header: str = "Message-ID") -> Counter[str]:

@@ -40,8 +40,6 @@ from tests.fakes.smtp_sink import SmtpSink
 from tests.fakes.telegram_api import FakeTelegram
 from tests.gateway.test_cli import free_port
 
-pytestmark = pytest.mark.slow
-
 PROCESSES = 3
 # The full run is CRASH_TOTAL=5000 CRASH_DEADLINE=900 (352 s on a shared 2-core machine). The
 # default fits the suite's time bound: every new ticket takes the ticket-number counter row,
@@ -57,6 +55,7 @@ SUPERVISORS = ["slack:U0BOSS", "telegram:4242", "email:lead@example.com"]
 NOTIFY = ["slack:U0ONCALL", "telegram:5151"]  # told of every new outage ticket
 # the whole test, start-up to verdict
 DEADLINE_SECONDS = float(os.environ.get("CRASH_DEADLINE", 170))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(DEADLINE_SECONDS + 120)]
 
 
 def is_urgent(i: int) -> bool:
