@@ -40,7 +40,7 @@ from core.persistence.database import Database, open_database
 from core.persistence.migrate import upgrade
 from core.reports import ReportFilter
 
-VERSION = 2  # bump when the generated data changes: the cached file is then rebuilt
+VERSION = 3  # bump when the generated data changes: the cached file is then rebuilt
 TARGET_MS = 500.0
 END = datetime(2026, 3, 1, tzinfo=UTC)  # "now" of the generated history
 DAYS = 365
@@ -410,7 +410,7 @@ REPORT_INDEXES = [
     ("ix_tickets_resolved_report", "tickets (resolved_at, filters, KPI columns)"),
     ("ix_tickets_status_updated", "tickets (status, updated_at, filters)"),
     ("ix_ticket_events_kind_status", "ticket_events (kind, current_status, previous_status, at)"),
-    ("ix_ticket_events_ticket_kind", "ticket_events (ticket_id, kind, at, statuses)"),
+    ("ix_ticket_events_status_changes", "ticket_events (ticket_id, at, statuses) status changes"),
     ("ix_survey_responses_kind_created", "survey_responses (kind, created_at)"),
 ]
 

@@ -464,16 +464,13 @@ def _email(value: Any) -> str:
 
 def _pending_tickets(conn: Connection, cutoff: datetime) -> list[tuple[int, datetime]]:
     """Tickets (not tasks) pending since ``cutoff`` or earlier, with since when: the latest
-    status change (every change is in the history), else the creation. Uses the status
-    index and the history's (ticket_id, kind) index."""
+    status change (every change is in the history, the opening too), else the creation. Uses
+    the status index and the history's index of status changes."""
     since = func.coalesce(func.max(history.c.at), tickets.c.created_at)
+    changes = and_(history.c.ticket_id == tickets.c.id, history.c.current_status.is_not(None))
     rows = conn.execute(
         select(tickets.c.id, since.label("since"))
-        .select_from(
-            tickets.outerjoin(
-                history, and_(history.c.ticket_id == tickets.c.id, history.c.kind == "status")
-            )
-        )
+        .select_from(tickets.outerjoin(history, changes))
         .where(tickets.c.status == TicketStatus.PENDING.value, tickets.c.kind == TICKET)
         .group_by(tickets.c.id, tickets.c.created_at)
         .having(since <= cutoff)

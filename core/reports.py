@@ -572,10 +572,12 @@ def _filtered_changes(
 
     The tickets come first: a ticket with changes since a time was updated since then (every
     status change sets ``updated_at``), found with the filter columns in the ``(status,
-    updated_at, ...)`` index, then their changes through the ``(ticket_id, kind, at, ...)``
-    index; a lookup of the ticket per event of the period cost 2-8x more. One row of sums, no
-    GROUP BY (its sort cost as much as the join): a change never enters the status it leaves,
-    so a change counts for S as an entry or an exit, never both.
+    updated_at, ...)`` index, then their changes of the period through the partial
+    ``(ticket_id, at, ...) WHERE current_status IS NOT NULL`` index (migration 0010: half the
+    time of ``(ticket_id, kind, at, ...)``, which stepped over the other events); a lookup of
+    the ticket per event of the period cost 2-8x more. One row of sums, no GROUP BY (its sort
+    cost as much as the join): a change never enters the status it leaves, so a change counts
+    for S as an entry or an exit, never both.
     """
     until = _moment(f.until)
     current, previous = history.c.current_status, history.c.previous_status

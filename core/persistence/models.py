@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     Unicode,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -265,15 +266,19 @@ class TicketEvent(Base):
     __tablename__ = "ticket_events"
     __table_args__ = (
         # reports, index-only: the period's events of one kind (by status change: time in
-        # status); a ticket's events of one kind
+        # status)
         Index("ix_ticket_events_kind_status", "kind", "current_status", "previous_status", "at"),
+        # a ticket's status changes (opening included) in time order, index-only: time in status
+        # for filtered reports, the pending tickets' last change. Partial: 3 in 5 events are
+        # status changes, and the rest never needed to be stepped over.
         Index(
-            "ix_ticket_events_ticket_kind",
+            "ix_ticket_events_status_changes",
             "ticket_id",
-            "kind",
             "at",
             "current_status",
             "previous_status",
+            sqlite_where=text("current_status IS NOT NULL"),
+            postgresql_where=text("current_status IS NOT NULL"),
         ),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
