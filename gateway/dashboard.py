@@ -1,12 +1,14 @@
 """The manager's dashboard: GET /dashboard (HTML, no JavaScript) and GET /dashboard.csv.
 
-Every KPI of ``core.reports.all_kpis``, the live SLA queue and the agents' load, read in one
-transaction (one snapshot), with the charts drawn server-side (gateway/charts.py). Supervisors
-and admins only, through the signed session of gateway/login.py.
+Every KPI of ``core.reports.all_kpis``, the live SLA queue and the agents' load, read at the
+same time in three transactions (``core.reports.read_all_kpis``), with the charts drawn
+server-side (gateway/charts.py). Supervisors and admins only, through the signed session of
+gateway/login.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -21,6 +23,7 @@ from core import dashboard_queries, reports
 from core.dashboard_queries import AgentLoad, QueueEntry
 from core.errors import InvalidInput
 from core.messages import Channel
+from core.persistence.database import Database
 from core.persistence.models import Agent, Team, table_of
 from core.reports import Dashboard, ReportFilter
 from core.tickets import Priority
@@ -38,7 +41,7 @@ FILTER_KEYS = ("period", "from", "to", "team", "agent", "channel", "priority")
 
 @dataclass(frozen=True, slots=True)
 class Board:
-    """Everything the page shows, read in one transaction."""
+    """Everything the page shows (see ``read_board``)."""
 
     kpis: Dashboard
     queue: list[QueueEntry]
@@ -77,13 +80,12 @@ def dashboard_filter(query: Mapping[str, str], now: datetime) -> ReportFilter:
     return parse_filter({"since": since.isoformat(), "until": until.isoformat(), **fields}, now)
 
 
-def read_board(conn: Connection, f: ReportFilter, now: datetime) -> Board:
-    reports.check_filter(conn, f)
-    return Board(
-        reports.all_kpis(conn, f),
-        dashboard_queries.live_queue(conn, now),
-        dashboard_queries.agent_load(conn, now),
-    )
+async def read_board(db: Database, f: ReportFilter, now: datetime) -> Board:
+    def live(conn: Connection) -> tuple[list[QueueEntry], list[AgentLoad]]:
+        return dashboard_queries.live_queue(conn, now), dashboard_queries.agent_load(conn, now)
+
+    kpis, (queue, load) = await asyncio.gather(reports.read_all_kpis(db, f), db.read(live))
+    return Board(kpis, queue, load)
 
 
 def _choices(conn: Connection) -> tuple[list[str], list[tuple[int, str]]]:
@@ -193,7 +195,7 @@ async def dashboard_page(request: web.Request) -> web.Response:
     }
     try:
         f = dashboard_filter(request.query, now)
-        board = await helpdesk.db.read(lambda c: read_board(c, f, now))
+        board = await read_board(helpdesk.db, f, now)
     except InvalidInput as err:
         context.update(error=str(err), field=err.field, board=None)
         return _page(request, 400, context)
@@ -229,11 +231,7 @@ async def dashboard_csv(request: web.Request) -> web.Response:
     now = helpdesk.clock()
     f = dashboard_filter(request.query, now)
 
-    def read(conn: Connection) -> Dashboard:
-        reports.check_filter(conn, f)
-        return reports.all_kpis(conn, f)
-
-    board = await helpdesk.db.read(read)
+    board = await reports.read_all_kpis(helpdesk.db, f)
     name = f"helpline-dashboard-{f.since:%Y%m%d}-{f.until:%Y%m%d}.csv"
     return web.Response(
         text=csv_text(dashboard_rows(board)),

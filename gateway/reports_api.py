@@ -144,11 +144,16 @@ async def _report(request: web.Request, kpi: str | None) -> web.Response:
     helpdesk = request.app[HELPDESK]
     f = parse_filter(request.query, helpdesk.clock())
 
-    def read(conn: Any) -> Any:
-        kpis.check_filter(conn, f)
-        return kpis.all_kpis(conn, f) if kpi is None else kpis.KPIS[kpi](conn, f)
+    if kpi is None:
+        result: Any = await kpis.read_all_kpis(helpdesk.db, f)
+    else:
+        one = kpis.KPIS[kpi]
 
-    result = await helpdesk.db.read(read)
+        def read(conn: Any) -> Any:
+            kpis.check_filter(conn, f)
+            return one(conn, f)
+
+        result = await helpdesk.db.read(read)
     if fmt == "csv":
         table = dashboard_rows(result) if kpi is None else rows(kpi, result)
         name = f"helpline-{kpi or 'dashboard'}-{f.since:%Y%m%d}-{f.until:%Y%m%d}.csv"

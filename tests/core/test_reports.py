@@ -293,6 +293,20 @@ async def test_the_dashboard_reads_every_kpi(history: History) -> None:
     assert set(reports.KPIS) >= {"sla", "flow", "kb-gaps", "first-response", "csat", "nps"}
 
 
+async def test_the_dashboards_concurrent_read_gives_the_same_numbers(history: History) -> None:
+    """read_all_kpis reads the KPIs in groups at the same time: the same Dashboard as one
+    snapshot's, filtered or not, and a bad filter is refused the same way."""
+    db = history.helpdesk.db
+    assert sorted(n for group in reports.KPI_GROUPS for n in group) == sorted(reports.KPIS)
+    for f in (PERIOD, ReportFilter(SINCE, UNTIL, team="tech")):
+        assert await reports.read_all_kpis(db, f) == await db.read(
+            lambda c, f=f: reports.all_kpis(c, f)
+        )
+    with pytest.raises(InvalidInput) as err:
+        await reports.read_all_kpis(db, ReportFilter(SINCE, UNTIL, team="nope"))
+    assert err.value.field == "team"
+
+
 async def test_unknown_team_or_agent_is_named(history: History) -> None:
     with pytest.raises(InvalidInput) as err:
         await history.kpi(reports.check_filter, ReportFilter(SINCE, UNTIL, team="nope"))
