@@ -221,14 +221,28 @@ def _dsn_bounce(report: Message, original_id: str | None) -> tuple[Bounce | None
     return Bounce(tuple(recipients), all(permanent_flags), original_id), True
 
 
+_BLANK_LINE = re.compile(r"\r?\n\r?\n")
+
+
+def attached_message(part: Message) -> Message | None:
+    """The headers of the message a message/rfc822 part holds: parsed by the parser, or (as
+    ``parse_email`` leaves it) read from the part's unparsed text, header block only."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return payload[0] if payload and isinstance(payload[0], Message) else None
+    if not isinstance(payload, str):
+        return None
+    end = _BLANK_LINE.search(payload)
+    return HeaderParser(policy=compat32).parsestr(payload[: end.end() if end else None])
+
+
 def original_message_id(msg: Message) -> str | None:
     """The Message-ID of the returned original (message/rfc822 or text/rfc822-headers part)."""
     for part in _walk_outer(msg):
         ctype = part.get_content_type()
         if ctype in ("message/rfc822", "message/global"):
-            payload = part.get_payload()
-            inner = payload[0] if isinstance(payload, list) and payload else None
-            if isinstance(inner, Message) and inner.get("Message-ID"):
+            inner = attached_message(part)
+            if inner is not None and inner.get("Message-ID"):
                 return _clean_id(str(inner["Message-ID"]))
             found = _MESSAGE_ID.search(_part_text(part))
             if found:

@@ -20,8 +20,9 @@ why a rule fired is only worked out for rules that fired, for the ticket's histo
 Per ticket, the costly steps are splitting the text into words and regex searches, so: ASCII
 text (most tickets) is lowered and split in one bytes.translate, and only the words some keyword
 uses are kept; a regex runs only in a text holding the literal it requires and as many digits as
-it needs, starting at its leading literal, and for ASCII text compiled with re.ASCII when that
-means the same (``required_literal``, ``min_digits``, ``literal_prefix``, ``ascii_variant``).
+it needs (for a pattern of digits and separators, in one run of them), starting at its leading
+literal, and for ASCII text compiled with re.ASCII when that means the same
+(``required_literal``, ``min_digits``, ``digit_run``, ``literal_prefix``, ``ascii_variant``).
 """
 
 from __future__ import annotations
@@ -441,10 +442,12 @@ class CustomerAttr:
     op: str
     value: Any
     _wanted: frozenset[Any] = field(init=False, repr=False, compare=False)
+    _listed: str = field(init=False, repr=False, compare=False)  # "in": the list, for explain
     cost: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         key = self.key
+        listed = ""
         if self.op == "exists":
             if not isinstance(self.value, bool):
                 raise RuleError(key, "exists takes true or false")
@@ -458,11 +461,14 @@ class CustomerAttr:
                 raise RuleError(key, "in takes a non-empty list")
             if any(not isinstance(v, _SCALARS) for v in self.value):
                 raise RuleError(key, "in takes strings, numbers or booleans")
-            object.__setattr__(self, "value", tuple(self.value))  # hashable, like the rest
-            wanted = frozenset(_norm(v) for v in self.value)
+            values = tuple(self.value)
+            object.__setattr__(self, "value", values)  # hashable, like the rest
+            wanted = frozenset(_norm(v) for v in values)
+            listed = repr(list(values))
         else:
             raise RuleError(key, f"unknown operator {self.op!r} (equals, in, exists)")
         object.__setattr__(self, "_wanted", wanted)
+        object.__setattr__(self, "_listed", listed)
 
     @property
     def key(self) -> str:
@@ -479,7 +485,7 @@ class CustomerAttr:
         if self.op == "exists":
             return f"customer {self.name} {'is set' if self.value else 'is not set'}"
         if self.op == "in":
-            return f"customer {self.name} {value!r} in {list(self.value)!r}"
+            return f"customer {self.name} {value!r} in {self._listed}"
         return f"customer {self.name} = {value!r}"
 
 
@@ -487,6 +493,7 @@ class _Compiled(NamedTuple):
     literal: str | None  # see required_literal
     prefix: str | None  # see literal_prefix
     digits: int  # see min_digits
+    run: DigitRun | None  # see digit_run
     regex: re.Pattern[str]
     ascii: tuple[re.Pattern[str], bool] | None  # see ascii_variant
     shown: str  # in explanations
@@ -669,6 +676,93 @@ def min_digits(pattern: str) -> int:
         return 0
 
 
+def _inner_sequences(op: Any, arg: Any, *, lookarounds: bool) -> list[Any] | None:
+    """The parsed sequences inside a repeat, group or alternation (and a lookaround or atomic
+    group when ``lookarounds``); None for any other item."""
+    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+        return [arg[2]]
+    if op is _sre.SUBPATTERN:
+        return [arg[3]]
+    if op is _sre.BRANCH:
+        return list(arg[1])
+    if lookarounds and op in (_sre.ASSERT, _sre.ASSERT_NOT):
+        return [arg[1]]
+    if lookarounds and op is _sre.ATOMIC_GROUP:
+        return [arg]
+    return None
+
+
+def _run_alphabet(parsed: Iterable[tuple[Any, Any]]) -> set[str] | None:
+    """Every character a match of a parsed sequence can consist of, in ASCII text, when those
+    are only digits and ASCII characters that are neither letters nor digits' look-alikes
+    (separators: " ", "-", "."); None for any other pattern."""
+    chars: set[str] = set()
+    for op, arg in parsed:
+        if op is _sre.AT:
+            continue  # zero width: \b, ^, $
+        if op is _sre.LITERAL:
+            if not (arg < 128 and not chr(arg).isalpha()):
+                return None
+            chars.add(chr(arg))
+        elif op is _sre.IN:
+            for item_op, item in arg:
+                if item_op is _sre.CATEGORY and item is _sre.CATEGORY_DIGIT:
+                    chars.update(_DIGIT_CHARS)  # \d: in ASCII text, 0-9
+                elif item_op is _sre.LITERAL and item < 128 and not chr(item).isalpha():
+                    chars.add(chr(item))
+                elif item_op is _sre.RANGE and 48 <= item[0] <= item[1] <= 57:
+                    chars.update(map(chr, range(item[0], item[1] + 1)))
+                else:
+                    return None  # NEGATE, other classes, letters
+        else:
+            inner = _inner_sequences(op, arg, lookarounds=False)
+            if inner is None:
+                return None
+            for sub in inner:
+                found = _run_alphabet(sub)
+                if found is None:
+                    return None
+                chars |= found
+    return chars
+
+
+_DIGIT_CHARS = "0123456789"
+
+
+class DigitRun(NamedTuple):
+    """Text -> its digits 0-9 as "d", the run's other characters as nothing, the rest as "x":
+    a run holding ``len(needle)`` digits is then ``needle`` in the result (C speed)."""
+
+    table: bytes
+    separators: bytes
+    needle: bytes
+
+    def found_in(self, text: str) -> bool:
+        # other characters' UTF-8 bytes are >= 0x80: "x", like the rest
+        data = text.encode("utf-8", "surrogatepass")
+        return self.needle in data.translate(self.table, self.separators)
+
+
+def digit_run(pattern: str, digits: int) -> DigitRun | None:
+    """For a pattern whose matches are made of digits and a few separators only, with at least
+    ``digits`` digits (``\\b(?:\\d[ -]?){13,16}\\b``): a test of whether a text (whose only
+    digits are 0-9) has a run of those characters holding that many digits. A match lies inside
+    one such run, so a text without one cannot match (a text of dates, times and order numbers
+    has many digits, but in short runs: a search of it tries every position in vain). None for
+    another kind of pattern."""
+    if digits < 4:
+        return None
+    try:
+        alphabet = _run_alphabet(_sre_parser.parse(pattern, re.IGNORECASE))
+    except Exception:  # private API, like required_literal's: no prefilter without it
+        return None
+    if not alphabet or not alphabet & set(_DIGIT_CHARS):
+        return None
+    table = bytes(ord("d") if chr(c) in _DIGIT_CHARS else ord("x") for c in range(256))
+    separators = "".join(sorted(alphabet - set(_DIGIT_CHARS))).encode("ascii")
+    return DigitRun(table, separators, b"d" * digits)
+
+
 _ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
 _ASCII_SPACES_DIFFER = object()  # the same, unless the text has \x1c-\x1f (Unicode spaces)
 
@@ -698,17 +792,8 @@ def _ascii_sameness(parsed: Iterable[tuple[Any, Any]]) -> object | None:
         elif op in (_sre.AT, _sre.ANY, _sre.GROUPREF):
             pass
         else:
-            if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
-                inner = [arg[2]]
-            elif op is _sre.SUBPATTERN:
-                inner = [arg[3]]
-            elif op is _sre.BRANCH:
-                inner = arg[1]
-            elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
-                inner = [arg[1]]
-            elif op is _sre.ATOMIC_GROUP:
-                inner = [arg]
-            else:
+            inner = _inner_sequences(op, arg, lookarounds=True)
+            if inner is None:
                 return None  # conditionals and anything newer: not worth the risk
             for sub in inner:
                 found = _ascii_sameness(sub)
@@ -767,7 +852,8 @@ class Matches:
                 _Compiled(
                     required_literal(pattern),
                     literal_prefix(pattern),
-                    min_digits(pattern),
+                    digits := min_digits(pattern),
+                    digit_run(pattern, digits),
                     regex,
                     ascii_variant(pattern),
                     f"/{pattern}/",
@@ -781,13 +867,20 @@ class Matches:
 
     def test(self, facts: Facts) -> bool:
         parts = _PARTS[self.where]
-        for literal, prefix, digits, regex, ascii, shown in self._compiled:
+        for literal, prefix, digits, run, regex, ascii, shown in self._compiled:
             for part in parts:
                 # A match lies in one text and contains the literal and the digits: testing
                 # for them is far cheaper than a search that cannot succeed without them.
                 if literal is not None and literal not in facts.lowered(part):
                     continue
                 if digits > 1 and facts.digits(part) < digits:
+                    continue
+                # and all in one run of its characters (the test holds when re's \d is 0-9 here)
+                if (
+                    run is not None
+                    and facts.digits(part) < _MANY
+                    and not run.found_in(facts.texts[part][0])
+                ):
                     continue
                 text = facts.texts[part][0]
                 if not facts.ascii[part]:

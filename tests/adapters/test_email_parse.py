@@ -7,6 +7,8 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters.email_parse import UnparseableEmail, decode_bytes, html_to_text, parse_email, to_json
 from adapters.email_quote import extract_reply, split_quote, split_signature
@@ -416,3 +418,30 @@ def test_to_json_shape() -> None:
         "bounce": None,
         "thread_hints": {"ticket_number": 5, "references": ["p@x"]},
     }
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"a",
+                b" ",
+                b"\x80",
+                b"\x9d",
+                b"\xe9",
+                b"\xc3\xa9",
+                b"\xe2\x82\xac",
+                b"\xf0\x9f\x98\x80",
+                b"\xe2\x82",
+                b"\xed\xa0\x80",
+                b"\xf4\x90\x80\x80",
+            ]
+        ),
+        max_size=40,
+    ).map(b"".join)
+    | st.binary(max_size=64)
+)
+def test_unlabelled_8bit_text_reads_utf8_and_windows_1252_alike(data: bytes) -> None:
+    """Text with no UTF-8 sequence is decoded as Windows-1252 in one call: the same text as
+    the byte-by-byte fallback gives."""
+    assert decode_bytes(data) == data.decode("utf-8", "helpline-cp1252-fallback")

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.errors import ConfigError
 from core.routing import (
@@ -25,6 +27,7 @@ from core.routing import (
     Rule,
     RuleSet,
     ascii_variant,
+    digit_run,
     fold,
     literal_prefix,
     load_rules_file,
@@ -686,6 +689,9 @@ REGEX_TEXTS = [
     "\u212aelvin",
     "abc1 ab1",
     "an \u0130nvoice",
+    "2026-03-02 09:00:00, 2026-03-03 10:00:00: order 12345, 67890 and 1234",  # short runs
+    "1234 5678 9012 345",  # 13 digits in one run
+    "1234 5678 9012 34x5",
 ]
 
 
@@ -706,3 +712,33 @@ def test_decision_stays_a_frozen_dataclass() -> None:
     assert decision == copy and hash(decision) == hash(copy) and repr(decision) == repr(copy)
     with pytest.raises(FrozenInstanceError):
         decision.team = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "usable"),
+    [
+        (r"\b(?:\d[ -]?){13,16}\b", True),
+        (r"[0-9]{2}-[0-9]{2}", True),
+        (r"\d{3}\.\d{3}", True),
+        (r"\d{3}", False),  # too few digits to be worth it
+        (r"\bINV-\d{6}\b", False),  # letters
+        (r"\d{5}\w", False),  # a class of letters too
+        (r"[^a]\d{5}", False),  # a negated class
+        (r"(?=x)\d{5}", False),  # a lookahead
+    ],
+)
+def test_digit_run_only_for_digits_and_separators(pattern: str, usable: bool) -> None:
+    assert (digit_run(pattern, min_digits(pattern)) is not None) is usable
+
+
+# other scripts' digits (Arabic-Indic, fullwidth) are \d too: then the run test is skipped
+@given(st.text(alphabet="0123456789 -.:/x\né\u0663\uff15", max_size=60))
+@pytest.mark.parametrize(
+    "pattern", [r"\b(?:\d[ -]?){13,16}\b", r"[0-9]{2}-[0-9]{2}", r"\d{3}\.\d{3}"]
+)
+def test_digit_run_never_rules_out_a_match(pattern: str, text: str) -> None:
+    """The run prefilter of a digits-and-separators pattern: whenever re finds a match, the
+    rule matches (and never when re finds none)."""
+    rules = one_rule({"body_regex": pattern})
+    expected = re.search(pattern, text, re.IGNORECASE) is not None
+    assert route(rules, msg(body=text)).matched is expected

@@ -244,6 +244,11 @@ class Dovecot:
         proc.wait(5)
         if proc.stderr:
             proc.stderr.close()
+        # A session killed while it held the Maildir's dotlock (dovecot-uidlist.lock) leaves
+        # it behind, and the next server waits minutes for it to turn stale: as a restarted
+        # server after a crash would, once an admin or its start script cleared it.
+        for lock in (self.root / "home").rglob("*.lock"):
+            lock.unlink(missing_ok=True)
 
     def cleanup(self) -> None:
         self.stop()
