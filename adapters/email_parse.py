@@ -121,9 +121,6 @@ def decode_bytes(data: bytes, *charsets: str | None) -> str:
             return decoded
     # Mixed or unlabelled 8-bit text: keep every valid UTF-8 sequence, read the rest as
     # Windows-1252 (the usual companion of UTF-8 in one broken mail).
-    if _UTF8_SEQUENCE.search(data) is None:
-        # no UTF-8 at all: the same text in one call instead of one per 8-bit byte
-        return data.decode("cp1252", "replace")
     return data.decode("utf-8", _CP1252_FALLBACK)
 
 
@@ -136,10 +133,15 @@ _UTF8_SEQUENCE = re.compile(
 
 
 def _cp1252_fallback(error: UnicodeError) -> tuple[str, int]:
+    """UTF-8 decoding's error handler: the bytes up to the next valid UTF-8 sequence (ASCII,
+    and 8-bit bytes that are not UTF-8) as Windows-1252, in one call, not one per byte (a
+    Windows-1252 mail has thousands)."""
     if not isinstance(error, UnicodeDecodeError):
         raise error
-    chunk = error.object[error.start : error.end]
-    return bytes(chunk).decode("cp1252", "replace"), error.end
+    data = error.object
+    after = _UTF8_SEQUENCE.search(data, error.end)
+    end = after.start() if after else len(data)
+    return bytes(data[error.start : end]).decode("cp1252", "replace"), end
 
 
 _ISO2022_JP_SEGMENT = re.compile(rb"\x1b(\$[@B]|\([BJI])")

@@ -873,14 +873,12 @@ class Matches:
                 # for them is far cheaper than a search that cannot succeed without them.
                 if literal is not None and literal not in facts.lowered(part):
                     continue
-                if digits > 1 and facts.digits(part) < digits:
-                    continue
-                # and all in one run of its characters (the test holds when re's \d is 0-9 here)
-                if (
-                    run is not None
-                    and facts.digits(part) < _MANY
-                    and not run.found_in(facts.texts[part][0])
-                ):
+                if run is not None and (facts.ascii[part] or facts.digits(part) < _MANY):
+                    # all in one run of its characters (when re's \d is only 0-9 in the text;
+                    # a text without enough digits has no such run either)
+                    if not run.found_in(facts.texts[part][0]):
+                        continue
+                elif digits > 1 and facts.digits(part) < digits:
                     continue
                 text = facts.texts[part][0]
                 if not facts.ascii[part]:
