@@ -451,7 +451,9 @@ def html_to_text(html: str) -> str:
 class _Body:
     plain: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
-    sections: list[str] = field(default_factory=list)  # text per body part, in order
+    # text per body part, in order; an HTML part as its index in ``html``, turned into text
+    # only when its section is used (an alternative with a plain part drops it)
+    sections: list[str | int] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
 
 
@@ -616,8 +618,8 @@ def _collect(part: Message, body: _Body, charsets: tuple[str, ...], depth: int =
     if _is_body_part(part):
         text = _part_text(part)
         if ctype == "text/html":
+            body.sections.append(len(body.html))
             body.html.append(text)
-            body.sections.append(html_to_text(text))
         else:
             body.plain.append(text)
             body.sections.append(text)
@@ -632,13 +634,17 @@ def _collect_alternative(
     alternative = _Body()
     for child in children:
         _collect(child, alternative, charsets, depth + 1)
+    offset = len(body.html)  # the alternative's HTML parts keep their order after body's
     body.html.extend(alternative.html)
     body.plain.extend(alternative.plain)
     body.attachments.extend(alternative.attachments)
     if alternative.plain:
         body.sections.extend(alternative.plain)
     elif alternative.sections:
-        body.sections.extend(alternative.sections)
+        body.sections.extend(
+            section + offset if isinstance(section, int) else section
+            for section in alternative.sections
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -744,7 +750,11 @@ def parse_email(
     sender = _parse_sender(msg, charsets)
     body = _Body()
     _collect(msg, body, charsets)
-    text = "\n\n".join(section.strip("\n") for section in body.sections if section.strip())
+    sections = (
+        html_to_text(body.html[section]) if isinstance(section, int) else section
+        for section in body.sections
+    )
+    text = "\n\n".join(section.strip("\n") for section in sections if section.strip())
     if not (len(msg.keys()) or text.strip() or body.attachments):
         raise UnparseableEmail("no header, body text or attachment could be read")
     bounce = detect_bounce(msg, subject, text)
