@@ -56,6 +56,9 @@ JSON = dict[str, Any]
 
 # Message subtypes a person wrote; the rest (edits, deletions, joins, bots...) are ignored.
 CUSTOMER_SUBTYPES = (None, "file_share", "thread_broadcast")
+# How far back find_delivered pages through a conversation (200 messages a page) for a
+# message whose sender died mid-delivery: it was posted minutes ago at most.
+MAX_RECONCILE_PAGES = 5
 # API errors that say nothing about the message itself: retry later.
 TRANSIENT_ERRORS = frozenset(
     {
@@ -413,6 +416,40 @@ class SlackAdapter:
             raise self._api_failure(err, key) from err
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise ChannelUnavailable(f"Slack is unreachable: {err!r}") from err
+
+    async def find_delivered(
+        self, message: OutboundMessage, idempotency_key: str, since: datetime
+    ) -> DeliveryReceipt | None:
+        """The message posted with this outbox key since ``since`` (its metadata names the key),
+        from the conversation's history or the thread's replies. An update (chat.update) is
+        simply made again."""
+        if message.replaces:
+            return None
+        channel, thread_ts = destination(message.to)
+        conversation = await self._conversation(channel)
+        args: dict[str, Any] = {
+            "channel": conversation,
+            "oldest": f"{since.timestamp() - 60:.6f}",  # a minute of clock skew either way
+            "include_all_metadata": True,
+            "limit": 200,
+        }
+        read = self.client.conversations_history
+        if thread_ts:  # replies are not in the history, only in their thread
+            read, args["ts"] = self.client.conversations_replies, thread_ts
+        try:
+            for _ in range(MAX_RECONCILE_PAGES):
+                response = await read(**args)
+                for item in response.get("messages") or []:
+                    payload = (item.get("metadata") or {}).get("event_payload") or {}
+                    if payload.get("client_msg_id") == idempotency_key:
+                        return DeliveryReceipt(str(item["ts"]))
+                cursor = (response.get("response_metadata") or {}).get("next_cursor")
+                if not (response.get("has_more") and cursor):
+                    return None
+                args["cursor"] = cursor
+        except SlackApiError as err:
+            raise self._api_failure(err, f"slack:{channel}") from err
+        return None
 
     async def _conversation(self, address: str) -> str:
         if not address.startswith(("U", "W")):

@@ -22,11 +22,11 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from core.config import OutboxSettings
 from core.errors import ChannelRejected, ChannelUnavailable
-from core.messages import Action, Channel, OutboundMessage, ThreadRef
+from core.messages import Action, Channel, DeliveryReceipt, OutboundMessage, ThreadRef
 from core.persistence.database import Database
 from core.persistence.prepared import Prepared
 from core.persistence.records import add_thread_ref, insert_ignoring_duplicates, outbox
-from core.ports import ChannelAdapter, Clock
+from core.ports import ChannelAdapter, Clock, FindsDelivered
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,9 @@ class Dispatcher:
             )
             return
         try:
-            receipt = await adapter.send(message, row.idempotency_key)
+            receipt = await self._already_delivered(adapter, message, row)
+            if receipt is None:
+                receipt = await adapter.send(message, row.idempotency_key)
         except ChannelRejected as err:
             await self._finish(row.id, attempts, status=DEAD, error=str(err))
         except Exception as err:  # transient: ChannelUnavailable or an unexpected failure
@@ -409,6 +411,23 @@ class Dispatcher:
                 thread_ref=ref,
                 ticket_id=row.ticket_id,
             )
+
+    async def _already_delivered(
+        self, adapter: ChannelAdapter, message: OutboundMessage, row: Any
+    ) -> DeliveryReceipt | None:
+        """For a row taken over from a sender that died mid-delivery (still "sending", its lease
+        run out), the receipt of the copy that arrived, when the channel can tell; else None.
+        A failed look-up sends again: at least once, as without it."""
+        if row.status != SENDING or not isinstance(adapter, FindsDelivered):
+            return None
+        try:
+            found = await adapter.find_delivered(message, row.idempotency_key, row.created_at)
+        except Exception as err:
+            log.warning("outbox row %s: could not look for an earlier delivery: %s", row.id, err)
+            return None
+        if found is not None:
+            log.info("outbox row %s had arrived before its sender died: not sent again", row.id)
+        return found
 
     async def _finish(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from core.messages import (
     DeliveryReceipt,
@@ -53,4 +53,17 @@ class ChannelAdapter(Protocol):
 
     async def send(self, message: OutboundMessage, idempotency_key: str) -> DeliveryReceipt:
         """Deliver one message. Raise ChannelUnavailable to retry, ChannelRejected to give up."""
+        ...
+
+
+@runtime_checkable
+class FindsDelivered(Protocol):
+    """A channel that can tell whether a message already arrived (Slack: the outbox key rides
+    in the message's metadata). The dispatcher asks before sending again a row whose sender
+    died mid-delivery, so a crash does not post it twice."""
+
+    async def find_delivered(
+        self, message: OutboundMessage, idempotency_key: str, since: datetime
+    ) -> DeliveryReceipt | None:
+        """The receipt of the message sent with this key since ``since``, or None."""
         ...

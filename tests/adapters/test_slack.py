@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -602,6 +603,37 @@ async def test_send_threads_and_opens_dms(
     assert (first.params["channel"], first.params["thread_ts"]) == (CUSTOMER, TS)
     assert slack.posted[0]["channel"] == DM  # posting to a user id lands in the DM
     assert (second.params["channel"], second.params["thread_ts"]) == (SUPPORT, TS)
+
+
+async def test_a_posted_message_is_found_by_its_outbox_key(
+    slack: FakeSlack, sender: tuple[SlackAdapter, FakeTime]
+) -> None:
+    """What the dispatcher asks before sending again a row whose sender died mid-delivery."""
+    adapter, _ = sender
+    since = datetime.now(UTC)
+    card = await adapter.send(CARD, "card:12")
+    assert await adapter.find_delivered(CARD, "card:12", since) == card
+    assert await adapter.find_delivered(CARD, "card:13", since) is None
+    # a reply is only in its thread; a DM is read through the conversation opened for it
+    reply = OutboundMessage(to=ThreadRef(Channel.SLACK, TEAM, card.external_id), text="On it")
+    replied = await adapter.send(reply, "reply:12")
+    assert await adapter.find_delivered(reply, "reply:12", since) == replied
+    assert slack.calls_to("conversations.replies")[-1].params["ts"] == card.external_id
+    dm = OutboundMessage(to=ThreadRef(Channel.SLACK, CUSTOMER), text="We are on it.")
+    acked = await adapter.send(dm, "ack:12")
+    assert await adapter.find_delivered(dm, "ack:12", since) == acked
+    assert slack.calls_to("conversations.history")[-1].params["channel"] == DM
+    # only messages since the row was written (a minute of clock skew allowed) are read
+    assert await adapter.find_delivered(CARD, "card:12", since + timedelta(minutes=2)) is None
+    # a busy channel is read page by page (200 a page, newest first)
+    for i in range(450):
+        await adapter.send(OutboundMessage(to=CARD.to, text=f"#{i}"), f"other:{i}")
+    pages = len(slack.calls_to("conversations.history"))
+    assert await adapter.find_delivered(CARD, "card:12", since) == card
+    assert len(slack.calls_to("conversations.history")) - pages == 3
+    # an update is made again rather than looked for
+    update = OutboundMessage(to=CARD.to, text="claimed", replaces=card.external_id)
+    assert await adapter.find_delivered(update, "card:12:claimed", since) is None
 
 
 async def test_replaces_updates_the_earlier_message(

@@ -13,7 +13,7 @@ from core.config import OutboxSettings
 from core.errors import ChannelRejected, ChannelUnavailable
 from core.helpdesk import Helpdesk
 from core.messages import Channel, DeliveryReceipt, InboundMessage, OutboundMessage, Sender
-from core.outbox import Dispatcher, backoff, claim_due
+from core.outbox import Dispatcher, backoff, claim_due, from_payload
 from core.persistence.models import OutboxRow
 from core.ports import Intake
 from tests.core.conftest import StepClock
@@ -136,6 +136,53 @@ async def test_an_expired_lease_is_taken_over(helpdesk: Helpdesk, clock: StepClo
     clock.advance(seconds=31)
     assert await d.dispatch_once() == 1
     assert len(channel.sent) == 1
+
+
+class RememberingChannel(RecordingChannel):
+    """A channel that can tell what arrived under which key, as Slack can (FindsDelivered)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, datetime]] = []
+
+    async def find_delivered(
+        self, message: OutboundMessage, idempotency_key: str, since: datetime
+    ) -> DeliveryReceipt | None:
+        self.asked.append((idempotency_key, since))
+        for i, (key, _) in enumerate(self.sent, start=1):
+            if key == idempotency_key:
+                return DeliveryReceipt(f"ext-{i}")
+        return None
+
+
+async def test_a_row_a_dead_sender_delivered_is_not_sent_again(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    """The sender delivered, then died before marking the row: the next one finds the copy
+    that arrived and marks the row with it instead of sending it twice."""
+    await open_ticket(helpdesk, "a")
+    await open_ticket(helpdesk, "b")
+    channel = RememberingChannel()
+    taken = await helpdesk.db.write(lambda c: claim_due(c, ["email"], clock(), 30, 10))
+    delivered, lost = sorted(taken, key=lambda r: r.id)
+    await channel.send(from_payload(delivered.payload), delivered.idempotency_key)
+    clock.advance(seconds=31)  # the lease runs out; ``lost`` never left
+    d = dispatcher(helpdesk, channel, clock)
+    assert await d.dispatch_once() == 2
+    assert sorted(k for k, _ in channel.asked) == sorted(r.idempotency_key for r in taken)
+    assert [k for k, _ in channel.sent] == [delivered.idempotency_key, lost.idempotency_key]
+    by_id = {r.id: r for r in await rows(helpdesk)}
+    assert (by_id[delivered.id].status, by_id[delivered.id].external_id) == ("sent", "ext-1")
+    assert (by_id[lost.id].status, by_id[lost.id].external_id) == ("sent", "ext-2")
+
+
+async def test_a_first_delivery_does_not_look_for_an_earlier_one(
+    helpdesk: Helpdesk, clock: StepClock
+) -> None:
+    await open_ticket(helpdesk)
+    channel = RememberingChannel()
+    assert await dispatcher(helpdesk, channel, clock).dispatch_once() == 1
+    assert channel.asked == [] and len(channel.sent) == 1
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

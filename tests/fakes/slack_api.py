@@ -426,8 +426,9 @@ class FakeSlack(LoopbackServer):
         self.ephemerals: list[JSON] = []
         self.reactions: list[JSON] = []
         self.dm_channels: dict[str, str] = {}  # user id -> D... channel id
-        # Microseconds since epoch; each message adds 100 so ts looks like "1700000000.000100".
-        self._ts_counter = 1_700_000_000_000_000
+        # Microseconds since the epoch, as Slack's are (a reader asks for "oldest" by time);
+        # each message at least 100 later than the last, so two never share one.
+        self._ts_counter = int(time.time()) * 1_000_000
         self.handlers: dict[str, SlackHandler] = {
             "api.test": self._api_test,
             "auth.test": self._auth_test,
@@ -435,6 +436,8 @@ class FakeSlack(LoopbackServer):
             "chat.update": self._chat_update,
             "chat.postEphemeral": self._chat_post_ephemeral,
             "conversations.open": self._conversations_open,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "users.info": self._users_info,
             "reactions.add": self._reactions_add,
         }
@@ -534,7 +537,7 @@ class FakeSlack(LoopbackServer):
         return web.json_response({"ok": True, **body})
 
     def _next_ts(self) -> str:
-        self._ts_counter += 100
+        self._ts_counter = max(self._ts_counter + 100, int(time.time() * 1_000_000))
         return f"{self._ts_counter // 1_000_000}.{self._ts_counter % 1_000_000:06d}"
 
     def _dm_for(self, user_id: str) -> str:
@@ -629,6 +632,48 @@ class FakeSlack(LoopbackServer):
         already = users[0] in self.dm_channels
         channel = {"id": self._dm_for(users[0]), "is_im": True, "user": users[0]}
         return {"no_op": already, "already_open": already, "channel": channel}
+
+    def _conversations_history(self, call: RecordedCall) -> JSON:
+        """Newest first; thread replies are not in it (only in conversations.replies)."""
+        channel = self._require(call, "channel", "channel_not_found")
+        found = [
+            m
+            for (c, ts), m in self.messages.items()
+            if c == channel and m.get("thread_ts", ts) == ts
+        ]
+        return self._page(call, sorted(found, key=lambda m: float(m["ts"]), reverse=True))
+
+    def _conversations_replies(self, call: RecordedCall) -> JSON:
+        """The thread's parent, then its replies, oldest first."""
+        channel = self._require(call, "channel", "channel_not_found")
+        parent = self._require(call, "ts", "thread_not_found")
+        found = [
+            m
+            for (c, ts), m in self.messages.items()
+            if c == channel and (ts == parent or m.get("thread_ts") == parent)
+        ]
+        if not found:
+            raise SlackError("thread_not_found")
+        return self._page(call, sorted(found, key=lambda m: float(m["ts"])))
+
+    @staticmethod
+    def _page(call: RecordedCall, messages: list[JSON]) -> JSON:
+        """``oldest``/``latest`` (exclusive), ``limit`` and a cursor (the offset), as Slack
+        pages a conversation; metadata only with ``include_all_metadata``."""
+        p = call.params
+        oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or "inf")
+        messages = [m for m in messages if oldest < float(m["ts"]) < latest]
+        start = int(p.get("cursor") or 0)
+        limit = int(p.get("limit") or 100)
+        page = messages[start : start + limit]
+        if str(p.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            page = [{k: v for k, v in m.items() if k != "metadata"} for m in page]
+        more = start + limit < len(messages)
+        return {
+            "messages": page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     def _users_info(self, call: RecordedCall) -> JSON:
         user = self.users.get(str(call.params.get("user", "")))
