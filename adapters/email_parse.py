@@ -22,7 +22,7 @@ from email.policy import compat32
 from email.utils import collapse_rfc2231_value, getaddresses
 from html import unescape
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, NamedTuple
 
 from adapters.email_bounce import COMPAT32_FAST, attached_message, detect_bounce
 from adapters.email_quote import extract_reply
@@ -447,13 +447,17 @@ def html_to_text(html: str) -> str:
 # MIME body and attachments
 
 
+class _Html(NamedTuple):
+    html: str
+
+
 @dataclass
 class _Body:
     plain: list[str] = field(default_factory=list)
     html: list[str] = field(default_factory=list)
-    # text per body part, in order; an HTML part as its index in ``html``, turned into text
-    # only when its section is used (an alternative with a plain part drops it)
-    sections: list[str | int] = field(default_factory=list)
+    # text per body part, in order; an HTML part is turned into text only when its section is
+    # used (an alternative with a plain part drops it)
+    sections: list[str | _Html] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
 
 
@@ -618,8 +622,8 @@ def _collect(part: Message, body: _Body, charsets: tuple[str, ...], depth: int =
     if _is_body_part(part):
         text = _part_text(part)
         if ctype == "text/html":
-            body.sections.append(len(body.html))
             body.html.append(text)
+            body.sections.append(_Html(text))
         else:
             body.plain.append(text)
             body.sections.append(text)
@@ -634,17 +638,13 @@ def _collect_alternative(
     alternative = _Body()
     for child in children:
         _collect(child, alternative, charsets, depth + 1)
-    offset = len(body.html)  # the alternative's HTML parts keep their order after body's
     body.html.extend(alternative.html)
     body.plain.extend(alternative.plain)
     body.attachments.extend(alternative.attachments)
     if alternative.plain:
         body.sections.extend(alternative.plain)
     elif alternative.sections:
-        body.sections.extend(
-            section + offset if isinstance(section, int) else section
-            for section in alternative.sections
-        )
+        body.sections.extend(alternative.sections)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -751,7 +751,7 @@ def parse_email(
     body = _Body()
     _collect(msg, body, charsets)
     sections = (
-        html_to_text(body.html[section]) if isinstance(section, int) else section
+        html_to_text(section.html) if isinstance(section, _Html) else section
         for section in body.sections
     )
     text = "\n\n".join(section.strip("\n") for section in sections if section.strip())

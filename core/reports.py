@@ -746,12 +746,15 @@ async def read_all_kpis(db: Database, f: ReportFilter) -> Dashboard:
     """``check_filter`` and ``all_kpis``, read as ``KPI_GROUPS`` at the same time (see the
     module's docstring)."""
 
-    def group(names: tuple[str, ...]) -> Callable[[Connection], dict[str, Any]]:
+    def group(names: tuple[str, ...], check: bool) -> Callable[[Connection], dict[str, Any]]:
         def read(conn: Connection) -> dict[str, Any]:
-            check_filter(conn, f)  # a bad filter is refused whichever group reads first
+            if check:
+                check_filter(conn, f)
             return _kpis(conn, f, names)
 
         return read
 
-    groups = await asyncio.gather(*(db.read(group(names)) for names in KPI_GROUPS))
+    first, *rest = KPI_GROUPS
+    reads = [group(first, check=True), *(group(names, check=False) for names in rest)]
+    groups = await asyncio.gather(*(db.read(read) for read in reads))
     return Dashboard(filter=f, **{k: v for part in groups for k, v in part.items()})

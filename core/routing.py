@@ -729,18 +729,21 @@ def _run_alphabet(parsed: Iterable[tuple[Any, Any]]) -> set[str] | None:
 _DIGIT_CHARS = "0123456789"
 
 
-class DigitRun(NamedTuple):
-    """Text -> its digits 0-9 as "d", the run's other characters as nothing, the rest as "x":
-    a run holding ``len(needle)`` digits is then ``needle`` in the result (C speed)."""
+# bytes -> digits 0-9 as "d", everything else as "x" (other characters' UTF-8 bytes are >= 0x80)
+_DIGITS_AS_D = bytes(ord("d") if 48 <= c <= 57 else ord("x") for c in range(256))
 
-    table: bytes
+
+class DigitRun(NamedTuple):
+    """Text -> its digits as "d", the run's other characters (``separators``) as nothing, the
+    rest as "x": a run holding ``len(needle)`` digits is then ``needle`` in the result (C
+    speed)."""
+
     separators: bytes
     needle: bytes
 
     def found_in(self, text: str) -> bool:
-        # other characters' UTF-8 bytes are >= 0x80: "x", like the rest
         data = text.encode("utf-8", "surrogatepass")
-        return self.needle in data.translate(self.table, self.separators)
+        return self.needle in data.translate(_DIGITS_AS_D, self.separators)
 
 
 def digit_run(pattern: str, digits: int) -> DigitRun | None:
@@ -758,9 +761,8 @@ def digit_run(pattern: str, digits: int) -> DigitRun | None:
         return None
     if not alphabet or not alphabet & set(_DIGIT_CHARS):
         return None
-    table = bytes(ord("d") if chr(c) in _DIGIT_CHARS else ord("x") for c in range(256))
     separators = "".join(sorted(alphabet - set(_DIGIT_CHARS))).encode("ascii")
-    return DigitRun(table, separators, b"d" * digits)
+    return DigitRun(separators, b"d" * digits)
 
 
 _ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
