@@ -17,7 +17,9 @@ A unit must not do I/O other than the database: it may run twice when a transact
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -134,6 +136,51 @@ def apply_units(conn: Connection, units: list[Unit[Any]]) -> list[tuple[bool, An
     return outcomes
 
 
+class WriterLock:
+    """One writer at a time on a SQLite file: across this process's threads, and across the
+    processes of ``serve --workers N`` (an ``flock`` on a file beside the database).
+
+    SQLite's own busy handler, when another process holds the write lock, sleeps and retries
+    (1, 2, 5, ... up to 100 ms a try), so two group-committing processes wasted most of their
+    time asleep (measured: 2 workers 759 tickets/s, p99 1 s, against 1,184/s for one). A
+    blocking ``flock`` wakes the next writer as soon as the lock is released; SQLite then finds
+    its write lock free. The file is opened lazily in each process: a descriptor inherited
+    across ``fork`` would share one lock between parent and child."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path  # None: an in-memory database, one process
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def acquire(self) -> None:
+        self._threads.acquire()
+        if self.path is None:
+            return
+        try:
+            if self._pid != os.getpid():
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._pid = os.getpid()
+            assert self._fd is not None
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            if self.path is not None and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
@@ -143,7 +190,9 @@ class SqliteDatabase(Database):
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="sqlite-reader")
         self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()
+        file = make_url(url).database
+        on_disk = file and file != ":memory:" and not file.startswith("file:")
+        self._lock = WriterLock(Path(f"{file}.write-lock") if on_disk else None)
 
     async def write(self, unit: Unit[T]) -> T:
         if self._queue is None:
