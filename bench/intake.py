@@ -45,6 +45,9 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from yarl import URL
+
+from bench.http_load import Client
 
 MIN_THROUGHPUT = 1500.0  # tickets/s
 MAX_P99_MS = 50.0
@@ -84,22 +87,33 @@ def payload(tag: str, i: int) -> dict[str, str]:
 
 
 async def _drive(
-    urls: list[str], tag: str, indices: list[int], concurrency: int, start_at: float, offset: int
+    urls: list[str],
+    tag: str,
+    indices: list[int],
+    concurrency: int,
+    start_at: float,
+    offset: int,
+    client: str = "lean",
 ) -> Sample:
     sample = Sample()
     pending = iter(indices)
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def worker(url: str) -> None:
+    async def worker(url: str, session: aiohttp.ClientSession | None) -> None:
+        target = URL(url)
+        lean = Client(target.host or "127.0.0.1", target.port or 80) if session is None else None
+        try:
             for i in pending:  # a shared iterator: each index is taken once
                 headers = {"Idempotency-Key": f"bench-{tag}-{i}"}
                 began = time.perf_counter()
                 try:
-                    async with session.post(url, json=payload(tag, i), headers=headers) as resp:
-                        await resp.read()
-                        status = resp.status
+                    if lean is not None:
+                        body = json.dumps(payload(tag, i)).encode()
+                        status = await asyncio.wait_for(lean.post(target.path, body, headers), 30)
+                    else:
+                        assert session is not None
+                        async with session.post(url, json=payload(tag, i), headers=headers) as r:
+                            await r.read()
+                            status = r.status
                 except Exception as err:  # counted, the run goes on
                     key = type(err).__name__
                     sample.errors[key] = sample.errors.get(key, 0) + 1
@@ -109,21 +123,40 @@ async def _drive(
                 else:
                     key = f"status {status}"
                     sample.errors[key] = sample.errors.get(key, 0) + 1
+        finally:
+            if lean is not None:
+                lean.close()
 
+    async with contextlib.AsyncExitStack() as stack:
+        session = None
+        if client == "aiohttp":
+            connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+            timeout = aiohttp.ClientTimeout(total=30)
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=connector, timeout=timeout)
+            )
         await asyncio.sleep(max(0.0, start_at - time.time()))
         cpu0 = time.process_time()
         sample.started = time.time()
         # worker k of the whole load generator talks to server k mod N (keep-alive connections)
-        await asyncio.gather(*(worker(urls[(offset + k) % len(urls)]) for k in range(concurrency)))
+        await asyncio.gather(
+            *(worker(urls[(offset + k) % len(urls)], session) for k in range(concurrency))
+        )
         sample.finished = time.time()
         sample.cpu = time.process_time() - cpu0
     return sample
 
 
 def drive(
-    urls: list[str], tag: str, indices: list[int], concurrency: int, start_at: float, offset: int
+    urls: list[str],
+    tag: str,
+    indices: list[int],
+    concurrency: int,
+    start_at: float,
+    offset: int,
+    client: str = "lean",
 ) -> Sample:
-    return asyncio.run(_drive(urls, tag, indices, concurrency, start_at, offset))
+    return asyncio.run(_drive(urls, tag, indices, concurrency, start_at, offset, client))
 
 
 def load(
@@ -133,18 +166,19 @@ def load(
     total: int,
     concurrency: int,
     procs: int,
+    client: str = "lean",
 ) -> list[Sample]:
     """``total`` requests with ``concurrency`` in flight, split over ``procs`` processes and
     spread over the servers at ``urls``."""
     if pool is None:
-        return [drive(urls, tag, list(range(total)), concurrency, time.time(), 0)]
+        return [drive(urls, tag, list(range(total)), concurrency, time.time(), 0, client)]
     start_at = time.time() + 0.3  # all processes begin together, after they are scheduled
     futures = []
     offset = 0
     for p in range(procs):
         share = list(range(p, total, procs))
         workers = concurrency // procs + (1 if p < concurrency % procs else 0)
-        futures.append(pool.submit(drive, urls, tag, share, workers, start_at, offset))
+        futures.append(pool.submit(drive, urls, tag, share, workers, start_at, offset, client))
         offset += workers
     return [f.result() for f in futures]
 
@@ -341,9 +375,9 @@ def measure(
     rss_idle = sum(server.rss_mb() for server in servers)
     tag = f"{servers[0].name}-{os.getpid()}-{int(time.time())}"
     if args.warmup:
-        load(pool, urls, f"{tag}-w", args.warmup, args.concurrency, args.procs)
+        load(pool, urls, f"{tag}-w", args.warmup, args.concurrency, args.procs, args.client)
     cpu0 = sum(server.cpu_seconds() for server in servers)
-    samples = load(pool, urls, tag, args.requests, args.concurrency, args.procs)
+    samples = load(pool, urls, tag, args.requests, args.concurrency, args.procs, args.client)
     seconds = max(s.finished for s in samples) - min(s.started for s in samples)
     server_cpu = (sum(server.cpu_seconds() for server in servers) - cpu0) / seconds
     errors: dict[str, int] = {}
@@ -387,17 +421,20 @@ def run_one(
                     label = name if k == 0 else f"{name}-{k + 1}"
                     servers.append(start(label, command, port, work, env))
                 servers[0].name = name
-            else:
-                port = free_port()
+            else:  # as many reference processes as helpline ones (--servers), one database
                 where = (
                     ["--pg", database_url, "--pool", str(args.pg_pool)]
                     if database_url
                     else ["--db", str(work / "reference.db")]
                 )
-                command = [
-                    sys.executable, "-m", "bench.reference_server", *where, "--port", str(port),
-                ]  # fmt: skip
-                servers.append(start(name, command, port, work))
+                for k in range(args.servers):
+                    port = free_port()
+                    command = [
+                        sys.executable, "-m", "bench.reference_server", *where, "--port", str(port),
+                    ]  # fmt: skip
+                    label = name if k == 0 else f"{name}-{k + 1}"
+                    servers.append(start(label, command, port, work))
+                servers[0].name = name
             if args.profile and name == "helpline":
                 pids = ", ".join(str(server.proc.pid) for server in servers)
                 print(f"helpline pid {pids} (attach a profiler now)", flush=True)
@@ -494,7 +531,8 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> bool:
     print(
         f"JSON intake, {backend(args)}, {args.concurrency} concurrent clients, "
         f"{args.requests} requests (+{args.warmup} warm-up), helpline serving processes: "
-        f"{args.servers} x --workers {args.workers}, load generator: {args.procs} process(es), "
+        f"{args.servers} x --workers {args.workers}, load generator: {args.procs} process(es) "
+        f"({args.client} client), "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
     )
     print(head)
@@ -564,6 +602,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"run both servers on scratch PostgreSQL databases (default server {POSTGRES_URL})",
     )
     p.add_argument("--pg-pool", type=int, default=20, help="the reference's asyncpg pool size")
+    p.add_argument(
+        "--client",
+        choices=["lean", "aiohttp"],
+        default="lean",
+        help="load generator: bench/http_load.py (default) or aiohttp's client",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args(argv)
     if args.servers > 1 and not args.postgres:
