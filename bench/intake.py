@@ -337,6 +337,16 @@ def scratch_database(admin_url: str, name: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system time of this machine's PostgreSQL processes (all sessions: keep the
+    machine otherwise idle while measuring)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if (proc.info["name"] or "").startswith("postgres") and proc.info["cpu_times"]:
+            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return total
+
+
 @dataclass
 class Result:
     name: str
@@ -349,6 +359,7 @@ class Result:
     rss_peak: float
     server_cpu: float  # fraction of one core the server used during the measured phase
     client_cpu: float  # the same, summed over the load-generator processes
+    database_cpu: float = 0.0  # the same, PostgreSQL's processes (0 on SQLite: in the server)
     processes: int = 1  # serving processes (--servers); RSS figures are their sums
     rss_peaks: list[float] = field(default_factory=list)  # each process's VmHWM
 
@@ -359,6 +370,16 @@ class Result:
     @property
     def throughput(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
+
+    def cpu_ms_per_request(self) -> tuple[float, float, float]:
+        """(server, database, load generator) CPU milliseconds per successful request."""
+        per = 1000 / self.throughput if self.throughput else float("nan")
+        return self.server_cpu * per, self.database_cpu * per, self.client_cpu * per
+
+    def ceiling(self, cores: int) -> float:
+        """The throughput at which these CPU costs per request would fill every core: no number
+        of serving processes gets past it on this machine."""
+        return 1000 * cores / sum(self.cpu_ms_per_request())
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -377,9 +398,11 @@ def measure(
     if args.warmup:
         load(pool, urls, f"{tag}-w", args.warmup, args.concurrency, args.procs, args.client)
     cpu0 = sum(server.cpu_seconds() for server in servers)
+    db0 = postgres_cpu_seconds() if args.postgres else 0.0
     samples = load(pool, urls, tag, args.requests, args.concurrency, args.procs, args.client)
     seconds = max(s.finished for s in samples) - min(s.started for s in samples)
     server_cpu = (sum(server.cpu_seconds() for server in servers) - cpu0) / seconds
+    database_cpu = (postgres_cpu_seconds() - db0) / seconds if args.postgres else 0.0
     errors: dict[str, int] = {}
     for s in samples:
         for key, n in s.errors.items():
@@ -396,6 +419,7 @@ def measure(
         rss_peak=sum(peaks),
         server_cpu=server_cpu,
         client_cpu=sum(s.cpu for s in samples) / seconds,
+        database_cpu=database_cpu,
         processes=len(servers),
         rss_peaks=peaks,
     )
@@ -514,6 +538,9 @@ def write_json(path: str, results: dict[str, Result], args: argparse.Namespace) 
                 "processes": r.processes,
                 "server_cpu": r.server_cpu,
                 "client_cpu": r.client_cpu,
+                "database_cpu": r.database_cpu,
+                "cpu_ms_per_request": r.cpu_ms_per_request(),
+                "ceiling": r.ceiling(os.cpu_count() or 1),
             }
             for name, r in results.items()
         },
@@ -552,6 +579,14 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> bool:
         "(CPU: share of one core used by the server process(es) / by the load generator; "
         "RSS: summed over the serving processes)"
     )
+    cores = os.cpu_count() or 1
+    print(f"\nCPU ms per request (server / database / load generator), ceiling on {cores} cores:")
+    for r in results.values():
+        server, database, client = r.cpu_ms_per_request()
+        print(
+            f"  {r.name:<10} {server:.2f} / {database:.2f} / {client:.2f} ms"
+            f" -> at most {r.ceiling(cores):,.0f} req/s with every core busy"
+        )
 
     helpline = results.get("helpline")
     if helpline is None:
