@@ -24,6 +24,7 @@ from html import unescape
 from html.parser import HTMLParser
 from typing import Any, NamedTuple
 
+from adapters import email_boundary
 from adapters.email_bounce import COMPAT32_FAST, attached_message, detect_bounce
 from adapters.email_quote import extract_reply
 from core.messages import Attachment, Bounce, Channel, InboundMessage, Sender, ThreadHints
@@ -33,6 +34,10 @@ __all__ = ["UnparseableEmail", "decode_bytes", "html_to_text", "parse_email", "t
 
 class UnparseableEmail(ValueError):
     """Nothing usable (no headers, no body) could be extracted from the input."""
+
+
+# multipart boundaries matched without a regex compiled per mail (see email_boundary)
+email_boundary.install()
 
 
 # ---------------------------------------------------------------------------------------------
