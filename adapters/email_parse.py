@@ -524,7 +524,7 @@ def _part_text(part: Message) -> str:
 
 
 def _normalise_newlines(text: str) -> str:
-    return _CR.sub("\n", text)
+    return _CR.sub("\n", text) if "\r" in text else text  # the regex visits every character
 
 
 def _filename(part: Message, charsets: tuple[str, ...] = ()) -> str:
@@ -552,9 +552,10 @@ class _Part(Message):
     the parser asks for the main type; to everything else the part is message/rfc822."""
 
     def get_content_maintype(self) -> str:
-        if self.get_content_type() in _ATTACHED_MESSAGES:
+        ctype = self.get_content_type()  # once: each call reads the header again
+        if ctype in _ATTACHED_MESSAGES:
             return "application"  # what the parser keeps as it is
-        return super().get_content_maintype()
+        return ctype.split("/")[0]
 
 
 def _make_attachment(part: Message, index: int, charsets: tuple[str, ...]) -> Attachment:
@@ -597,34 +598,37 @@ def _inner_subject(part: Message, charsets: tuple[str, ...]) -> str:
     ).strip()
 
 
-def _is_body_part(part: Message) -> bool:
-    if part.get_content_type() not in ("text/plain", "text/html"):
+def _is_body_part(part: Message, ctype: str) -> bool:
+    if ctype not in ("text/plain", "text/html"):
         return False
-    if _disposition(part) == "attachment":
+    disposition = _disposition(part)
+    if disposition == "attachment":
         return False
     # a named text part outside an explicit inline disposition is an attached file
-    return not (_disposition(part) != "inline" and _filename(part))
+    return not (disposition != "inline" and _filename(part))
 
 
 def _collect(part: Message, body: _Body, charsets: tuple[str, ...], depth: int = 0) -> None:
+    # the content type is read once per part (each get_content_* call reads the header again)
     ctype = part.get_content_type()
     payload = part.get_payload()
-    if part.get_content_maintype() == "multipart" and isinstance(payload, list) and depth < 50:
+    multipart = ctype.split("/")[0] == "multipart"
+    if multipart and isinstance(payload, list) and depth < 50:
         children = [child for child in payload if isinstance(child, Message)]
-        if part.get_content_subtype() == "alternative":
+        if ctype == "multipart/alternative":
             _collect_alternative(children, body, charsets, depth)
             return
         for child in children:
             _collect(child, body, charsets, depth + 1)
         return
-    if part.get_content_maintype() == "multipart":
+    if multipart:
         # a multipart without parts (missing boundary): treat its content as plain text
         text = _part_text(part)
         if text.strip():
             body.plain.append(text)
             body.sections.append(text)
         return
-    if _is_body_part(part):
+    if _is_body_part(part, ctype):
         text = _part_text(part)
         if ctype == "text/html":
             body.html.append(text)

@@ -450,3 +450,11 @@ def test_unlabelled_8bit_text_reads_utf8_and_windows_1252(data: bytes) -> None:
         for c in escaped
     )
     assert decode_bytes(data) == expected
+
+
+def test_carriage_returns_in_a_body_become_newlines() -> None:
+    raw = mail(
+        "From: a@example.com\nContent-Transfer-Encoding: quoted-printable",
+        "one=0D=0Atwo=0D=0D=0Athree=0Dfour\n",
+    )
+    assert parse_email(raw).text == "one\ntwo\nthree\nfour"
