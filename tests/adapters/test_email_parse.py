@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import UTC, datetime
+from email.utils import getaddresses
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.email_parse import UnparseableEmail, decode_bytes, html_to_text, parse_email, to_json
+from adapters.email_bounce import address_pairs
+from adapters.email_parse import (
+    UnparseableEmail,
+    _normalise_newlines,
+    decode_bytes,
+    html_to_text,
+    parse_email,
+    to_json,
+)
 from adapters.email_quote import extract_reply, split_quote, split_signature
 from core.messages import Channel
 
@@ -455,6 +465,23 @@ def test_unlabelled_8bit_text_reads_utf8_and_windows_1252(data: bytes) -> None:
 def test_carriage_returns_in_a_body_become_newlines() -> None:
     raw = mail(
         "From: a@example.com\nContent-Transfer-Encoding: quoted-printable",
-        "one=0D=0Atwo=0D=0D=0Athree=0Dfour\n",
+        "one=0D=0Atwo=0D=0D=0Athree=0Dfour=0D=0D\n",
     )
     assert parse_email(raw).text == "one\ntwo\nthree\nfour"
+
+
+@given(st.text(st.sampled_from("a\r\n"), max_size=30))
+def test_newlines_normalised_as_the_one_regex_does(text: str) -> None:
+    """A run of CRs before an LF is one newline, every other CR one newline."""
+    assert _normalise_newlines(text) == re.sub(r"\r+\n|\r", "\n", text)
+
+
+def test_address_pairs_answer_as_getaddresses() -> None:
+    fields = [
+        ("Ann <ann@example.com>",),
+        ("Ann <ann@example.com>", "bob@example.com"),
+        ("Ann <ann@example.com>",),
+        ('"Lee, Bo" <bo@example.com>, x@example.com',),
+    ]
+    for values in fields * 2:
+        assert address_pairs(*values) == tuple(getaddresses(list(values)))
