@@ -504,9 +504,26 @@ def _payload_bytes(part: Message) -> bytes:
     return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
 
 
+_MISSING: Any = object()
+
+
+def _type_param(part: Message, name: str, failobj: Any = None) -> Any:
+    """``part.get_param(name, failobj)``, with the Content-Type parameters parsed once per part:
+    each ``get_param`` parses them all again, and a body part is asked for its charset twice
+    and its name twice. Only for a parsed mail, which nothing changes any more."""
+    params = vars(part).get("_helpline_type_params", _MISSING)
+    if params is _MISSING:
+        params = part.get_params()  # unquoted, as get_param's are; None without the header
+        part._helpline_type_params = params  # type: ignore[attr-defined]
+    for key, value in params or ():
+        if key.lower() == name:
+            return value
+    return failobj
+
+
 def _part_charset(part: Message) -> str | None:
     try:
-        charset = part.get_param("charset")
+        charset = _type_param(part, "charset")
     except Exception:
         return None
     if isinstance(charset, tuple):  # RFC 2231 form
@@ -532,7 +549,12 @@ def _normalise_newlines(text: str) -> str:
 
 def _filename(part: Message, charsets: tuple[str, ...] = ()) -> str:
     try:
-        name = part.get_filename() or part.get_param("name")
+        # part.get_filename() or part.get_param("name"), the Content-Type read once
+        name = part.get_param("filename", _MISSING, "content-disposition")
+        if name is _MISSING:
+            name = _type_param(part, "name", _MISSING)
+        name = None if name is _MISSING else collapse_rfc2231_value(name).strip()
+        name = name or _type_param(part, "name")
     except Exception:  # malformed RFC 2231 continuations
         name = None
     if isinstance(name, tuple):

@@ -485,3 +485,37 @@ def test_address_pairs_answer_as_getaddresses() -> None:
     ]
     for values in fields * 2:
         assert address_pairs(*values) == tuple(getaddresses(list(values)))
+
+
+@pytest.mark.parametrize(
+    ("headers", "filename"),
+    [
+        ('Content-Type: application/pdf; name="a.pdf"\nContent-Disposition: attachment', "a.pdf"),
+        (
+            'Content-Type: application/pdf; name="a.pdf"\n'
+            'Content-Disposition: attachment; filename="b.pdf"',
+            "b.pdf",
+        ),
+        (
+            'Content-Type: application/pdf; name="a.pdf"\n'
+            'Content-Disposition: attachment; filename=""',
+            "a.pdf",
+        ),
+        (
+            "Content-Type: application/pdf\n"
+            "Content-Disposition: attachment; filename*=utf-8''%C3%A9t%C3%A9.pdf",
+            "été.pdf",
+        ),
+        ("Content-Type: text/plain; name*=iso-8859-1''caf%E9.txt", "café.txt"),
+        ('Content-Type: application/octet-stream; name="  "', "file-1.bin"),
+    ],
+)
+def test_attachment_names_from_either_header(headers: str, filename: str) -> None:
+    raw = mail(
+        'From: a@example.com\nContent-Type: multipart/mixed; boundary="b"',
+        "--b\nContent-Type: text/plain; charset=iso-8859-1\n\ncaf\xe9\n"
+        f"--b\n{headers}\n\nx\n--b--\n",
+    )
+    message = parse_email(raw.replace(b"\xc3\xa9", b"\xe9"))
+    assert message.text == "café"
+    assert [a.filename for a in message.attachments] == [filename]
