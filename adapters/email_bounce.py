@@ -14,6 +14,7 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.policy import Compat32, compat32
 from email.utils import getaddresses
+from functools import lru_cache
 from typing import Any
 
 from core.messages import Bounce
@@ -152,17 +153,22 @@ _EMBEDDED_HEADERS = re.compile(
     r"^(?:Received|Return-Path|Message-ID|DKIM-Signature):", re.IGNORECASE
 )
 _MESSAGE_ID = re.compile(r"^Message-ID:\s*<?([^\s<>]+)>?", re.IGNORECASE | re.MULTILINE)
+_DSN_TYPES = ("message/delivery-status", "message/global-delivery-status")
 _MAX_DIAGNOSTIC = 20_000  # diagnostics are short; the rest is the returned message
 _MAX_RECIPIENTS = 20
 
 
-def _walk_outer(msg: Message) -> Iterable[Message]:
-    """Every part, without descending into attached messages (a forwarded bounce is no bounce)."""
-    yield msg
-    if msg.get_content_maintype() == "multipart" and isinstance(msg.get_payload(), list):
-        for part in msg.get_payload():
-            if isinstance(part, Message):
-                yield from _walk_outer(part)
+def _walk_outer(msg: Message) -> Iterable[tuple[Message, str]]:
+    """Every part with its content type, without descending into attached messages (a
+    forwarded bounce is no bounce)."""
+    ctype = msg.get_content_type()
+    yield msg, ctype
+    if ctype.split("/")[0] == "multipart":
+        payload = msg.get_payload()
+        if isinstance(payload, list):
+            for part in payload:
+                if isinstance(part, Message):
+                    yield from _walk_outer(part)
 
 
 def _part_text(part: Message) -> str:
@@ -236,10 +242,9 @@ def attached_message(part: Message) -> Message | None:
     return HeaderParser(policy=compat32).parsestr(payload[: end.end() if end else None])
 
 
-def original_message_id(msg: Message) -> str | None:
+def _original_message_id(parts: list[tuple[Message, str]]) -> str | None:
     """The Message-ID of the returned original (message/rfc822 or text/rfc822-headers part)."""
-    for part in _walk_outer(msg):
-        ctype = part.get_content_type()
+    for part, ctype in parts:
         if ctype in ("message/rfc822", "message/global"):
             inner = attached_message(part)
             if inner is not None and inner.get("Message-ID"):
@@ -259,8 +264,15 @@ def _clean_id(value: str) -> str | None:
     return value or None
 
 
+@lru_cache(maxsize=16)
+def address_pairs(*values: str) -> tuple[tuple[str, str], ...]:
+    """``getaddresses(values)``, remembered for the last few inputs: the sender parsing and the
+    bounce check each read a mail's From field (~20 µs each)."""
+    return tuple(getaddresses(list(values)))
+
+
 def _is_daemon(sender_header: str) -> bool:
-    for name, address in getaddresses([sender_header]):
+    for name, address in address_pairs(sender_header):
         local = address.split("@", 1)[0].lower()
         if local in _DAEMON_LOCALPARTS or _DAEMON_NAME.search(name):
             return True
@@ -310,7 +322,7 @@ def _header_addresses(msg: Message) -> set[str]:
     values = [
         str(msg.get(name, "")) for name in ("From", "To", "Return-Path", "Sender", "Reply-To")
     ]
-    return {address.lower() for _, address in getaddresses(values) if address}
+    return {address.lower() for _, address in address_pairs(*values) if address}
 
 
 def _looks_like_bounce(msg: Message, subject: str, diagnostic: str) -> bool:
@@ -330,23 +342,23 @@ def detect_bounce(msg: Message, subject: str, text: str) -> Bounce | None:
 
     ``subject`` and ``text`` are the decoded subject and body text of ``msg``.
     """
-    original_id = original_message_id(msg)
-    for part in _walk_outer(msg):
-        if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
-            bounce, well_formed = _dsn_bounce(part, original_id)
-            if well_formed:
-                return bounce
-    if _is_feedback_report(msg):
+    parts = list(_walk_outer(msg))
+    reports = [part for part, ctype in parts if ctype in _DSN_TYPES]
+    # the original's Message-ID is read only when it is needed: most mail is no bounce
+    original_id = _original_message_id(parts) if reports else None
+    for report in reports:
+        bounce, well_formed = _dsn_bounce(report, original_id)
+        if well_formed:
+            return bounce
+    if any(ctype == "message/feedback-report" for _, ctype in parts):
         return None
     diagnostic = _diagnostic(text)
     if not _looks_like_bounce(msg, subject, diagnostic):
         return None
+    if not reports:
+        original_id = _original_message_id(parts)
     if original_id is None:
         found = _MESSAGE_ID.search(text[len(diagnostic) :])
         original_id = found.group(1) if found else None
     recipients = _recipients(diagnostic, _header_addresses(msg))
     return Bounce(recipients, not _is_temporary(diagnostic), original_id)
-
-
-def _is_feedback_report(msg: Message) -> bool:
-    return any(part.get_content_type() == "message/feedback-report" for part in _walk_outer(msg))

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import UTC, datetime
+from email.utils import getaddresses
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.email_parse import UnparseableEmail, decode_bytes, html_to_text, parse_email, to_json
+from adapters.email_bounce import address_pairs
+from adapters.email_parse import (
+    UnparseableEmail,
+    _normalise_newlines,
+    decode_bytes,
+    html_to_text,
+    parse_email,
+    to_json,
+)
 from adapters.email_quote import extract_reply, split_quote, split_signature
 from core.messages import Channel
 
@@ -450,3 +460,62 @@ def test_unlabelled_8bit_text_reads_utf8_and_windows_1252(data: bytes) -> None:
         for c in escaped
     )
     assert decode_bytes(data) == expected
+
+
+def test_carriage_returns_in_a_body_become_newlines() -> None:
+    raw = mail(
+        "From: a@example.com\nContent-Transfer-Encoding: quoted-printable",
+        "one=0D=0Atwo=0D=0D=0Athree=0Dfour=0D=0D\n",
+    )
+    assert parse_email(raw).text == "one\ntwo\nthree\nfour"
+
+
+@given(st.text(st.sampled_from("a\r\n"), max_size=30))
+def test_newlines_normalised_as_the_one_regex_does(text: str) -> None:
+    """A run of CRs before an LF is one newline, every other CR one newline."""
+    assert _normalise_newlines(text) == re.sub(r"\r+\n|\r", "\n", text)
+
+
+def test_address_pairs_answer_as_getaddresses() -> None:
+    fields = [
+        ("Ann <ann@example.com>",),
+        ("Ann <ann@example.com>", "bob@example.com"),
+        ("Ann <ann@example.com>",),
+        ('"Lee, Bo" <bo@example.com>, x@example.com',),
+    ]
+    for values in fields * 2:
+        assert address_pairs(*values) == tuple(getaddresses(list(values)))
+
+
+@pytest.mark.parametrize(
+    ("headers", "filename"),
+    [
+        ('Content-Type: application/pdf; name="a.pdf"\nContent-Disposition: attachment', "a.pdf"),
+        (
+            'Content-Type: application/pdf; name="a.pdf"\n'
+            'Content-Disposition: attachment; filename="b.pdf"',
+            "b.pdf",
+        ),
+        (
+            'Content-Type: application/pdf; name="a.pdf"\n'
+            'Content-Disposition: attachment; filename=""',
+            "a.pdf",
+        ),
+        (
+            "Content-Type: application/pdf\n"
+            "Content-Disposition: attachment; filename*=utf-8''%C3%A9t%C3%A9.pdf",
+            "été.pdf",
+        ),
+        ("Content-Type: text/plain; name*=iso-8859-1''caf%E9.txt", "café.txt"),
+        ('Content-Type: application/octet-stream; name="  "', "file-1.bin"),
+    ],
+)
+def test_attachment_names_from_either_header(headers: str, filename: str) -> None:
+    raw = mail(
+        'From: a@example.com\nContent-Type: multipart/mixed; boundary="b"',
+        "--b\nContent-Type: text/plain; charset=iso-8859-1\n\ncaf\xe9\n"
+        f"--b\n{headers}\n\nx\n--b--\n",
+    )
+    message = parse_email(raw.replace(b"\xc3\xa9", b"\xe9"))
+    assert message.text == "café"
+    assert [a.filename for a in message.attachments] == [filename]
