@@ -105,15 +105,23 @@ def _tokens(folded: str) -> list[str] | set[str]:
     tokens = raw.decode("utf-8", "surrogatepass").split()
     if folded.isascii():
         return tokens
+    # CJK characters are U+1100 and above, whose UTF-8 starts with a byte >= 0xE1: most
+    # non-ASCII text (accented Latin letters) has none, and then a token of word characters
+    # only (isalnum, which is re's \w but "_") is one word, without the regex
+    cjk = b"\xe1" in raw.translate(_CJK_LEADS) and _CJK_RUN.search(folded) is not None
     words: set[str] = set()
     for token in tokens:
-        if token.isascii():
+        if token.isascii() or (not cjk and token.isalnum()):
             words.add(token)
         else:
             words.update(_WORD.findall(token))
-    if _CJK_RUN.search(folded):
+    if cjk:
         words.add(HAS_CJK)
     return words
+
+
+# UTF-8 bytes -> 0xE1 for the first byte of U+1000 and above (may be CJK), else 0
+_CJK_LEADS = bytes(0xE1 if b >= 0xE1 else 0 for b in range(256))
 
 
 def _ascii_tokens(text: str) -> list[str]:
