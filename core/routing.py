@@ -124,9 +124,9 @@ def _leads_from(low: int) -> Callable[[bytes], bool]:
     """A test of UTF-8 bytes: is there a byte >= ``low``, the first byte of every character
     from some code point on (0xD9: U+0640, 0xE1: U+1000)? One translate, at C speed: if not,
     the text holds no such character and the regex looking for one need not run."""
-    table = bytes(low if b >= low else 0 for b in range(256))
-    needle = bytes([low])
-    return lambda data: needle in data.translate(table)
+    table = bytes(1 if b >= low else 0 for b in range(256))
+    needle = "\x01"
+    return lambda data: needle in data.translate(table).decode("ascii")  # see DigitRun.found_in
 
 
 _may_hold_cjk = _leads_from(0xE1)  # CJK characters are U+1100 and above
@@ -757,11 +757,13 @@ class DigitRun(NamedTuple):
     speed)."""
 
     separators: bytes
-    needle: bytes
+    needle: str
 
     def found_in(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
-        return self.needle in data.translate(_DIGITS_AS_D, self.separators)
+        # a str, not bytes: bytes' `in` takes its operand for an int first, raising and clearing
+        # a TypeError each time (as long as the rest of the test), and bytes.find parses a tuple
+        return self.needle in data.translate(_DIGITS_AS_D, self.separators).decode("ascii")
 
 
 def digit_run(pattern: str, digits: int) -> DigitRun | None:
@@ -780,7 +782,7 @@ def digit_run(pattern: str, digits: int) -> DigitRun | None:
     if not alphabet or not alphabet & set(_DIGIT_CHARS):
         return None
     separators = "".join(sorted(alphabet - set(_DIGIT_CHARS))).encode("ascii")
-    return DigitRun(separators, b"d" * digits)
+    return DigitRun(separators, "d" * digits)
 
 
 _ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
