@@ -758,9 +758,13 @@ class DigitRun(NamedTuple):
 
     separators: bytes
     needle: str
+    loose: bytes  # digits and separators as "d": a faster translate (nothing deleted)
 
     def found_in(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
+        # such a run is as many "d" in a row at least, separators kept: most texts have none
+        if self.needle not in data.translate(self.loose).decode("ascii"):
+            return False
         # a str, not bytes: bytes' `in` takes its operand for an int first, raising and clearing
         # a TypeError each time (as long as the rest of the test), and bytes.find parses a tuple
         return self.needle in data.translate(_DIGITS_AS_D, self.separators).decode("ascii")
@@ -782,7 +786,8 @@ def digit_run(pattern: str, digits: int) -> DigitRun | None:
     if not alphabet or not alphabet & set(_DIGIT_CHARS):
         return None
     separators = "".join(sorted(alphabet - set(_DIGIT_CHARS))).encode("ascii")
-    return DigitRun(separators, "d" * digits)
+    loose = bytes(ord("d") if chr(c) in alphabet else ord("x") for c in range(256))
+    return DigitRun(separators, "d" * digits, loose)
 
 
 _ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
@@ -1079,15 +1084,15 @@ class _Index:
             self.table[value] = self.table.get(value, 0) | bit
         self.keys = frozenset(self.table)
 
-    def step(self) -> tuple[int, int, Callable[[Any, int], int], Any]:
-        """(rules decided here, mode, table.get, how to get the input's value(s)): what
-        ``_Plan.candidates`` runs, as plain values (no call per index but the lookups)."""
-        values = self.values
+    def step(self) -> tuple[int, int, int, Callable[[Any, int], int], Any]:
+        """(rules decided here, the others, mode, table.get, how to get the input's value(s)):
+        what ``_Plan.candidates`` runs, as plain values (no call per index but the lookups)."""
+        values, decides = self.values, self.decides
         if isinstance(values, _CustomerValues):
-            return self.decides, CUSTOMER, self.table.get, values.name
+            return decides, ~decides, CUSTOMER, self.table.get, values.name
         if self.mode == MANY:
-            return self.decides, MANY, self.table.get, (self.keys, values)
-        return self.decides, self.mode, self.table.get, values
+            return decides, ~decides, MANY, self.table.get, (self.keys, values)
+        return decides, ~decides, self.mode, self.table.get, values
 
 
 ONE, SEVERAL, MANY, CUSTOMER = 0, 1, 2, 3
@@ -1177,7 +1182,7 @@ class _Plan:
 
     def candidates(self, facts: Facts) -> int:
         possible = self.all
-        for decides, mode, get, values in self.steps:
+        for decides, others, mode, get, values in self.steps:
             if not possible & decides:
                 continue
             if mode == ONE:
@@ -1199,7 +1204,7 @@ class _Plan:
                     found = values(facts)
                 for one in found:
                     accepted |= get(one, 0)
-            possible &= ~decides | accepted
+            possible &= others | accepted
         return possible
 
 
