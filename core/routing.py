@@ -105,15 +105,32 @@ def _tokens(folded: str) -> list[str] | set[str]:
     tokens = raw.decode("utf-8", "surrogatepass").split()
     if folded.isascii():
         return tokens
+    # CJK characters are U+1100 and above, whose UTF-8 starts with a byte >= 0xE1: most
+    # non-ASCII text (accented Latin letters) has none, and then a token of word characters
+    # only (isalnum, which is re's \w but "_") is one word, without the regex
+    cjk = _may_hold_cjk(raw) and _CJK_RUN.search(folded) is not None
     words: set[str] = set()
     for token in tokens:
-        if token.isascii():
+        if token.isascii() or (not cjk and token.isalnum()):
             words.add(token)
         else:
             words.update(_WORD.findall(token))
-    if _CJK_RUN.search(folded):
+    if cjk:
         words.add(HAS_CJK)
     return words
+
+
+def _leads_from(low: int) -> Callable[[bytes], bool]:
+    """A test of UTF-8 bytes: is there a byte >= ``low``, the first byte of every character
+    from some code point on (0xD9: U+0640, 0xE1: U+1000)? One translate, at C speed: if not,
+    the text holds no such character and the regex looking for one need not run."""
+    table = bytes(1 if b >= low else 0 for b in range(256))
+    needle = "\x01"
+    return lambda data: needle in data.translate(table).decode("ascii")  # see DigitRun.found_in
+
+
+_may_hold_cjk = _leads_from(0xE1)  # CJK characters are U+1100 and above
+_may_hold_other_digits = _leads_from(0xD9)  # re's \d beyond 0-9 starts at U+0660
 
 
 def _ascii_tokens(text: str) -> list[str]:
@@ -130,10 +147,11 @@ _MANY = 1 << 62  # "any number": a text whose digits are not worth counting
 def _digit_count(text: str) -> int:
     """How many characters of ``text`` re's ``\\d`` matches, or ``_MANY`` when counting them
     is not cheap (text with digits of other scripts): a bound for ``_min_digits`` prefilters."""
-    if not text.isascii() and _NON_ASCII_DIGIT.search(text):
+    data = text.encode("utf-8", "surrogatepass")
+    if not text.isascii() and _may_hold_other_digits(data) and _NON_ASCII_DIGIT.search(text):
         return _MANY
     # other characters' UTF-8 bytes are >= 0x80, so they are deleted with the rest
-    return len(text.encode("utf-8", "surrogatepass").translate(None, _NOT_DIGITS))
+    return len(data.translate(None, _NOT_DIGITS))
 
 
 class RuleError(ValueError):
@@ -739,11 +757,17 @@ class DigitRun(NamedTuple):
     speed)."""
 
     separators: bytes
-    needle: bytes
+    needle: str
+    loose: bytes  # digits and separators as "d": a faster translate (nothing deleted)
 
     def found_in(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
-        return self.needle in data.translate(_DIGITS_AS_D, self.separators)
+        # such a run is as many "d" in a row at least, separators kept: most texts have none
+        if self.needle not in data.translate(self.loose).decode("ascii"):
+            return False
+        # a str, not bytes: bytes' `in` takes its operand for an int first, raising and clearing
+        # a TypeError each time (as long as the rest of the test), and bytes.find parses a tuple
+        return self.needle in data.translate(_DIGITS_AS_D, self.separators).decode("ascii")
 
 
 def digit_run(pattern: str, digits: int) -> DigitRun | None:
@@ -762,7 +786,8 @@ def digit_run(pattern: str, digits: int) -> DigitRun | None:
     if not alphabet or not alphabet & set(_DIGIT_CHARS):
         return None
     separators = "".join(sorted(alphabet - set(_DIGIT_CHARS))).encode("ascii")
-    return DigitRun(separators, b"d" * digits)
+    loose = bytes(ord("d") if chr(c) in alphabet else ord("x") for c in range(256))
+    return DigitRun(separators, "d" * digits, loose)
 
 
 _ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
@@ -1059,15 +1084,15 @@ class _Index:
             self.table[value] = self.table.get(value, 0) | bit
         self.keys = frozenset(self.table)
 
-    def step(self) -> tuple[int, int, Callable[[Any, int], int], Any]:
-        """(rules decided here, mode, table.get, how to get the input's value(s)): what
-        ``_Plan.candidates`` runs, as plain values (no call per index but the lookups)."""
-        values = self.values
+    def step(self) -> tuple[int, int, int, Callable[[Any, int], int], Any]:
+        """(rules decided here, the others, mode, table.get, how to get the input's value(s)):
+        what ``_Plan.candidates`` runs, as plain values (no call per index but the lookups)."""
+        values, decides = self.values, self.decides
         if isinstance(values, _CustomerValues):
-            return self.decides, CUSTOMER, self.table.get, values.name
+            return decides, ~decides, CUSTOMER, self.table.get, values.name
         if self.mode == MANY:
-            return self.decides, MANY, self.table.get, (self.keys, values)
-        return self.decides, self.mode, self.table.get, values
+            return decides, ~decides, MANY, self.table.get, (self.keys, values)
+        return decides, ~decides, self.mode, self.table.get, values
 
 
 ONE, SEVERAL, MANY, CUSTOMER = 0, 1, 2, 3
@@ -1157,7 +1182,7 @@ class _Plan:
 
     def candidates(self, facts: Facts) -> int:
         possible = self.all
-        for decides, mode, get, values in self.steps:
+        for decides, others, mode, get, values in self.steps:
             if not possible & decides:
                 continue
             if mode == ONE:
@@ -1179,7 +1204,7 @@ class _Plan:
                     found = values(facts)
                 for one in found:
                     accepted |= get(one, 0)
-            possible &= ~decides | accepted
+            possible &= others | accepted
         return possible
 
 

@@ -607,6 +607,45 @@ def test_facts_words_agree_with_words_of(text: str) -> None:
         assert restricted.words(where) == everything.words(where) & vocabulary
 
 
+# scripts written without spaces (routing's CJK ranges): Hangul Jamo, kana, Hangul
+# compatibility Jamo, CJK ideographs (and extension A), Hangul syllables, compatibility ideographs
+CJK_RANGES = [(0x1100, 0x11FF), (0x3040, 0x30FF), (0x3130, 0x318F), (0x3400, 0x4DBF)]
+CJK_RANGES += [(0x4E00, 0x9FFF), (0xAC00, 0xD7AF), (0xF900, 0xFAFF)]
+
+
+def reference_words(folded: str) -> frozenset[str]:
+    """Maximal runs of word characters (str.isalnum or "_") that are not CJK, plus HAS_CJK."""
+
+    def cjk(c: str) -> bool:
+        return any(low <= ord(c) <= high for low, high in CJK_RANGES)
+
+    words, run, has_cjk = set(), "", False
+    for c in folded + " ":
+        has_cjk = has_cjk or cjk(c)
+        if (c.isalnum() or c == "_") and not cjk(c):
+            run += c
+        elif run:
+            words.add(run)
+            run = ""
+    return frozenset(words | ({"\x00cjk"} if has_cjk else set()))
+
+
+# accented Latin, Greek, Cyrillic, Myanmar (U+1000, just below CJK), CJK, fullwidth, marks,
+# underscores and punctuation of several scripts
+WORD_ALPHABET = "aZ9_ -.,'\n\téßçπж\u1000\u1100退款ｒ１\u0301\u00a0\u3000，。、·…"
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_words_of_is_runs_of_word_characters(text: str) -> None:
+    assert words_of(fold(text)) == reference_words(fold(text))
+
+
+@given(st.text(alphabet=WORD_ALPHABET, max_size=40))
+def test_words_of_random_mixed_text(text: str) -> None:
+    # words within Latin text without CJK are whole tokens; next to CJK they are split out
+    assert words_of(fold(text)) == reference_words(fold(text))
+
+
 @pytest.mark.parametrize(
     ("pattern", "digits"),
     [
