@@ -484,7 +484,9 @@ class TelegramAdapter:
             await intake.quarantine("telegram", f"rejected by intake: {err}", raw)
 
     async def _on_callback(self, query: CallbackQuery) -> None:
-        if query.data is None or query.from_user is None:  # a game button, or no one clicked
+        # no data: a game button; data that is not a string: not one of our buttons (PTB does
+        # not check the JSON's types)
+        if not isinstance(query.data, str) or query.from_user is None:
             await self._answer(query, "")
             return
         action, value = parse_callback_data(query.data)

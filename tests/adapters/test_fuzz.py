@@ -541,6 +541,8 @@ message = next(u for u in telegram_corpus if "message" in u)
 )
 # ... and a "text" that is not a string (PTB does not check types) raised TypeError
 @example(update={**message, "message": {**message["message"], "text": True}})
+# ... and so did a button's "data" that is not a string (AttributeError)
+@example(update={**callback, "callback_query": {**callback["callback_query"], "data": []}})
 def test_telegram_webhook_handles_any_update(chat: Chat, update: dict[str, Any]) -> None:
     # 500 means "not stored, deliver again": right for a database failure, a retry loop for
     # an update that can never be handled
