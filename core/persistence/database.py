@@ -159,6 +159,8 @@ class WriterLock:
             return
         try:
             if self._pid != os.getpid():
+                if self._fd is not None:  # the parent's: closing this copy leaves its lock be
+                    os.close(self._fd)
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 self._pid = os.getpid()
             assert self._fd is not None
