@@ -21,7 +21,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -302,31 +302,67 @@ class SqliteDatabase(Database):
         self.engine.dispose()
 
 
+class _CommitFailed(Exception):
+    """A COMMIT that failed: whether it took effect is unknown, so it is not retried."""
+
+    def __init__(self, error: DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         # Whatever driver the URL names, PostgreSQL is driven through asyncpg.
         self.url = make_url(url).set(drivername="postgresql+asyncpg")
+        # No pool_pre_ping: SQLAlchemy's asyncpg ping is three round trips (BEGIN, an empty
+        # query, ROLLBACK) before every unit, a fifth of an intake. A pooled connection that
+        # died (the server restarted) fails at the unit's first statement instead, before
+        # anything could commit: the pool is dropped and the unit runs again (``_attempts``).
         self.engine: AsyncEngine = create_async_engine(
-            self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            self.url, pool_size=pool_size, max_overflow=pool_size
         )
 
     async def write(self, unit: Unit[T]) -> T:
-        for attempt in range(5):
-            try:
-                async with self.engine.begin() as conn:
-                    return await conn.run_sync(unit)
-            except DBAPIError as err:
-                code = getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)
-                if code not in PG_RETRYABLE or attempt == 4:
-                    raise
-                await asyncio.sleep(0.01 * 2**attempt)
-        raise AssertionError("unreachable")
+        async def attempt() -> T:
+            async with self.engine.connect() as conn:
+                await conn.begin()
+                result = await conn.run_sync(unit)
+                try:
+                    await conn.commit()
+                except DBAPIError as err:  # the commit may have happened: never run it again
+                    raise _CommitFailed(err) from err
+                return result
+
+        try:
+            return await self._attempts(attempt)
+        except _CommitFailed as failed:
+            raise failed.error from failed.error.__cause__
 
     async def read(self, unit: Unit[T]) -> T:
-        async with self.engine.connect() as conn:
-            return await conn.run_sync(unit)
+        async def attempt() -> T:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(unit)
+
+        return await self._attempts(attempt)
+
+    async def _attempts(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run a transaction again after a serialization failure or deadlock (PostgreSQL rolled
+        it back), or a connection lost before the commit (nothing of it was written)."""
+        for number in range(5):
+            try:
+                return await attempt()
+            except DBAPIError as err:
+                code = getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None)
+                if number == 4 or not (err.connection_invalidated or code in PG_RETRYABLE):
+                    raise
+                if err.connection_invalidated:
+                    # the pool's other connections are most likely dead as well
+                    await self.engine.dispose()
+                else:
+                    await asyncio.sleep(0.01 * 2**number)
+        raise AssertionError("unreachable")
 
     def run_sync(self, unit: Unit[T]) -> T:
         # A private engine in a private loop: this works whether or not a loop is running.
