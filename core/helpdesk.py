@@ -82,7 +82,10 @@ class Helpdesk:
         # file is fsynced and the event loop must keep serving other requests meanwhile
         for attachment in msg.attachments:
             await asyncio.to_thread(self.attachments.put, attachment.content)
-        return await self.run(lambda conn, ctx: intake.ingest_unit(conn, ctx, msg))
+        try:
+            return await self.run(lambda conn, ctx: intake.ingest_unit(conn, ctx, msg))
+        except intake.AlreadyReceived:  # a retried delivery: what the first one gave
+            return await self.read(lambda conn, ctx: intake.previous_result(conn, ctx, msg))
 
     async def quarantine(self, channel: str, reason: str, raw: bytes) -> int:
         """Keep inbound data we could not turn into a message, with the reason."""

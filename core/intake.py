@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, literal, null, select, union_all, update
 
 from core import surveys
 from core.errors import InvalidInput, NotFound, TooLarge
@@ -24,6 +24,7 @@ from core.persistence.models import (
 )
 from core.persistence.prepared import Prepared
 from core.persistence.records import (
+    NEXT_TICKET_NUMBER,
     InsertIgnoring,
     add_thread_ref,
     find_thread_ref,
@@ -57,14 +58,6 @@ _SET_RECEIPT = Prepared(
     )
     .values(ticket_id=bindparam("r_ticket_id"), message_id=bindparam("r_message_id"))
 )
-# SQLite: the receipt is looked up first and written once, complete, at the end (see ingest_unit)
-_RECEIPT_SEEN = Prepared(
-    select(receipts.c.id).where(
-        receipts.c.channel == bindparam("channel"),
-        receipts.c.external_id == bindparam("external_id"),
-    )
-)
-_INSERT_RECEIPT = Prepared(insert(receipts))
 _INSERT_ATTACHMENT = Prepared(insert(attachments))
 _PREVIOUS = Prepared(
     select(receipts.c.ticket_id, receipts.c.message_id, tickets.c.number, tickets.c.portal_version)
@@ -74,7 +67,7 @@ _PREVIOUS = Prepared(
         receipts.c.external_id == bindparam("external_id"),
     )
 )
-_IDENTITY = Prepared(
+_IDENTITY_OF_SENDER = (
     select(
         identities.c.id,
         identities.c.customer_id,
@@ -89,13 +82,59 @@ _IDENTITY = Prepared(
         identities.c.channel == bindparam("channel"), identities.c.address == bindparam("address")
     )
 )
-_CUSTOMER_BY_EMAIL = Prepared(
-    select(customers.c.id, customers.c.name)
-    .where(customers.c.email == bindparam("email"))
-    .order_by(customers.c.id)
+_IDENTITY = Prepared(_IDENTITY_OF_SENDER)
+# The sender's identity, and in the same round trip the customer who has the sender's email
+# (the first one), for a sender seen before on another channel: ranked 0 and 1.
+_SENDER = Prepared(
+    union_all(
+        _IDENTITY_OF_SENDER.add_columns(literal(0).label("rank")),
+        select(
+            null(),
+            customers.c.id,
+            null(),
+            null(),
+            null(),
+            customers.c.name,
+            customers.c.email,
+            literal(1),
+        ).where(
+            customers.c.id
+            == select(func.min(customers.c.id))
+            .where(customers.c.email == bindparam("email"))
+            .scalar_subquery()
+        ),
+    )
 )
-_INSERT_IDENTITY = Prepared(InsertIgnoring(identities).returning(identities.c.id))
+_INSERT_IDENTITY = Prepared(
+    InsertIgnoring(identities).returning(identities.c.id, identities.c.customer_id)
+)
 _INSERT_CUSTOMER = Prepared(insert(customers).returning(customers.c.id))
+_IDENTITY_COLUMNS = ("customer_id", "channel", "address", "display_name", "bouncing", "created_at")
+# PostgreSQL: a new customer and their identity in one statement (one round trip fewer); the
+# customer is written even when a concurrent intake took the identity, as with two statements
+_new_customer = (
+    insert(customers)
+    .values(
+        name=bindparam("c_name"),
+        email=bindparam("c_email"),
+        attributes=bindparam("c_attributes"),
+        created_at=bindparam("created_at"),
+    )
+    .returning(customers.c.id)
+    .cte("new_customer")
+)
+_INSERT_CUSTOMER_AND_IDENTITY = Prepared(
+    InsertIgnoring(identities)
+    .from_select(
+        _IDENTITY_COLUMNS,
+        select(
+            _new_customer.c.id,
+            *(bindparam(name, type_=identities.c[name].type) for name in _IDENTITY_COLUMNS[1:]),
+        ),
+    )
+    .add_cte(_new_customer)
+    .returning(identities.c.id, identities.c.customer_id)
+)
 _KNOWN_COLUMNS = (tickets.c.id, tickets.c.customer_id, tickets.c.status, tickets.c.resolved_at)
 _KNOWN_BY_ID = Prepared(select(*_KNOWN_COLUMNS).where(tickets.c.id == bindparam("ticket_id")))
 # a task is an agent's to-do: a customer's message never continues one
@@ -105,7 +144,10 @@ _KNOWN_BY_NUMBER = Prepared(
     )
 )
 _TEAM_ID = Prepared(select(teams.c.id).where(teams.c.name == bindparam("name")))
-_INSERT_TICKET = Prepared(insert(tickets).returning(tickets.c.id))
+_INSERT_TICKET = Prepared(insert(tickets).returning(tickets.c.id, tickets.c.number))
+_INSERT_TICKET_NUMBERED = Prepared(
+    insert(tickets).values(number=NEXT_TICKET_NUMBER).returning(tickets.c.id, tickets.c.number)
+)
 _INSERT_MESSAGE = Prepared(insert(messages).returning(messages.c.id))
 _LATEST_OF_IDENTITY = Prepared(
     select(tickets.c.id)
@@ -124,6 +166,15 @@ _CONTINUED = Prepared(
         tickets.c.resolution_due,
     ).where(tickets.c.id == bindparam("ticket_id"))
 )
+
+
+class AlreadyReceived(Exception):
+    """Raised by ``ingest_unit`` on SQLite for a message received before: its transaction
+    must roll back (the unit has written a ticket again by then); ``previous_result`` then
+    answers."""
+
+    def __init__(self, channel: str, external_id: str) -> None:
+        super().__init__(f"{channel} message {external_id!r} was received before")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +220,16 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
     """The whole intake of one message; runs inside one transaction."""
     now = ctx.now
     receipt = {"channel": msg.channel.value, "external_id": msg.external_id[:500]}
-    # SQLite has one writer at a time (BEGIN IMMEDIATE, units in turn), so nothing can write this
-    # receipt between the lookup and the insert at the end: one statement fewer. Elsewhere the
-    # insert comes first: a concurrent duplicate then waits on the unique key for this commit.
-    write_receipt_last = conn.dialect.name == "sqlite"
-    if write_receipt_last:
-        first_time = _RECEIPT_SEEN.run(conn, receipt).first() is None
-    else:
-        first_time = insert_ignoring_duplicates(conn, receipts, {**receipt, "created_at": now})
-    if not first_time:
-        return _previous_result(conn, ctx, msg)
-
+    # PostgreSQL: the receipt is claimed first, so a retried delivery stops here (a concurrent
+    # one waits on the unique key for this commit) before it takes a ticket number from the
+    # sequence, which a rollback would not give back. SQLite has one writer at a time and a
+    # transactional counter: the receipt is written last, complete, by the statement that
+    # dedupes, and a retried delivery, the exception, is rolled back (``AlreadyReceived``).
+    claim_first = conn.dialect.name == "postgresql"
+    if claim_first and not insert_ignoring_duplicates(
+        conn, receipts, {**receipt, "created_at": now}
+    ):
+        return previous_result(conn, ctx, msg)
     portal = _portal_ticket(conn, ctx, msg)
     sender = None
     if portal is not None:  # a reply on the status page: written by the ticket's customer
@@ -211,11 +261,7 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
         ticket_id, number, version = _continue_ticket(conn, ctx, msg, decision, quiet=quiet)
 
     message_id = _append_message(conn, ctx, msg, ticket_id)
-    if write_receipt_last:
-        _INSERT_RECEIPT.run(
-            conn, {**receipt, "ticket_id": ticket_id, "message_id": message_id, "created_at": now}
-        )
-    else:
+    if claim_first:
         _SET_RECEIPT.run(
             conn,
             {
@@ -225,6 +271,10 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
                 "r_message_id": message_id,
             },
         )
+    else:
+        complete = {**receipt, "ticket_id": ticket_id, "message_id": message_id, "created_at": now}
+        if not insert_ignoring_duplicates(conn, receipts, complete):
+            raise AlreadyReceived(msg.channel.value, msg.external_id)
     automatic = msg.auto_submitted or msg.bounce is not None or quiet
     if triage is not None:
         name = sender.customer_name if sender is not None else ""
@@ -266,7 +316,8 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
     return IntakeResult(ticket_id, number, message_id, url, created=decision.verdict is Verdict.NEW)
 
 
-def _previous_result(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> IntakeResult:
+def previous_result(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> IntakeResult:
+    """The result of the first delivery of a message that ``ingest_unit`` found received."""
     row = _PREVIOUS.run(
         conn, {"channel": msg.channel.value, "external_id": msg.external_id[:500]}
     ).one()
@@ -284,35 +335,38 @@ def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> _Sende
     address = msg.sender.address.strip()[:320]
     if channel == "email":
         address = address.lower()
-    row = _IDENTITY.run(conn, {"channel": channel, "address": address}).first()
-    if row is not None:
-        return _sender(row)
     email = (msg.sender.email or (address if channel == "email" else "")).lower() or None
+    params = {"channel": channel, "address": address, "email": email}
+    found = {row.rank: row for row in _SENDER.run(conn, params).all()}
+    if 0 in found:
+        return _sender(found[0])
     name = msg.sender.name[:200]
-    customer = _CUSTOMER_BY_EMAIL.run(conn, {"email": email}).first() if email else None
+    identity: dict[str, Any] = {
+        "channel": channel,
+        "address": address,
+        "display_name": msg.sender.name[:200],
+        "bouncing": False,
+        "created_at": ctx.now,
+    }
+    insert_identity = _INSERT_IDENTITY
+    customer = found.get(1)
     if customer is not None:
-        customer_id, name = customer.id, customer.name
+        name = customer.customer_name
+        identity["customer_id"] = customer.customer_id
+    elif conn.dialect.name == "postgresql":
+        insert_identity = _INSERT_CUSTOMER_AND_IDENTITY
+        identity.update(c_name=name, c_email=email, c_attributes={})
     else:
-        customer_id = _INSERT_CUSTOMER.run(
-            conn,
-            {"name": name, "email": email, "attributes": {}, "created_at": ctx.now},
-        ).scalar_one()
-    identity_id = _INSERT_IDENTITY.run(
-        conn,
-        {
-            "customer_id": customer_id,
-            "channel": channel,
-            "address": address,
-            "display_name": msg.sender.name[:200],
-            "bouncing": False,
-            "created_at": ctx.now,
-        },
-    ).scalar()
+        new: dict[str, Any] = {"name": name, "email": email, "attributes": {}}
+        new["created_at"] = ctx.now
+        identity["customer_id"] = _INSERT_CUSTOMER.run(conn, new).scalar_one()
+    row = insert_identity.run(conn, identity).first()
+    identity_id = row.id if row is not None else None
     if identity_id is None:
         # a concurrent intake created the identity first: use that row
         return _sender(_IDENTITY.run(conn, {"channel": channel, "address": address}).one())
     ctx.new_addresses[(channel, address)] = 0  # nothing automatic was sent to it yet
-    return _Sender(customer_id, identity_id, name, email, channel, address, False)
+    return _Sender(row.customer_id, identity_id, name, email, channel, address, False)
 
 
 def _sender(row: Any) -> _Sender:
@@ -427,39 +481,39 @@ def _open_ticket(
 ) -> tuple[int, int, int, TicketView | None, Triage]:
     """Returns the ticket's id, number, portal version, when the sender is at hand the
     ticket's view (what ``load_view`` would read back, without the query), and its triage."""
-    number = next_number(conn)
     subject = (msg.subject or msg.body.strip().split("\n", 1)[0])[:300]
     triage = plan(conn, ctx, msg, customer_id, _inbox_team(ctx, msg.inbox), subject)
     team_id = _team_id(conn, triage.team)
     reply_thread = _reply_thread(msg)
-    ticket_id = _INSERT_TICKET.run(
-        conn,
-        {
-            "number": number,
-            "customer_id": customer_id,
-            "channel": msg.channel.value,
-            "inbox": msg.inbox,
-            "subject": subject,
-            "status": TicketStatus.NEW.value,
-            "priority": triage.priority,
-            "team_id": team_id,
-            "tags": list(triage.tags),
-            "language": msg.language,
-            "reply_identity_id": identity_id,
-            "reply_thread": reply_thread,
-            "related_ticket_id": decision.related_ticket_id,
-            "portal_version": 1,
-            "reopen_count": 0,
-            "created_at": ctx.now,
-            "updated_at": ctx.now,
-            "kind": "ticket",
-            "sla_policy": triage.sla_policy,
-            "sla_fired": [],
-            "first_response_due": triage.first_response_due,
-            "resolution_due": triage.resolution_due,
-            "sla_next_check": triage.sla_next_check,
-        },
-    ).scalar_one()
+    values = {
+        "customer_id": customer_id,
+        "channel": msg.channel.value,
+        "inbox": msg.inbox,
+        "subject": subject,
+        "status": TicketStatus.NEW.value,
+        "priority": triage.priority,
+        "team_id": team_id,
+        "tags": list(triage.tags),
+        "language": msg.language,
+        "reply_identity_id": identity_id,
+        "reply_thread": reply_thread,
+        "related_ticket_id": decision.related_ticket_id,
+        "portal_version": 1,
+        "reopen_count": 0,
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+        "kind": "ticket",
+        "sla_policy": triage.sla_policy,
+        "sla_fired": [],
+        "first_response_due": triage.first_response_due,
+        "resolution_due": triage.resolution_due,
+        "sla_next_check": triage.sla_next_check,
+    }
+    if conn.dialect.name == "postgresql":  # the number from the sequence, in the INSERT
+        row = _INSERT_TICKET_NUMBERED.run(conn, values).one()
+    else:
+        row = _INSERT_TICKET.run(conn, {**values, "number": next_number(conn)}).one()
+    ticket_id, number = int(row.id), int(row.number)
     record(
         conn,
         ticket_id,

@@ -74,11 +74,41 @@ async def test_a_retried_delivery_creates_nothing_twice(helpdesk: Helpdesk) -> N
     assert await count(helpdesk, OutboxRow) == 1  # one acknowledgement
 
 
+async def test_retried_deliveries_take_no_ticket_number(helpdesk: Helpdesk) -> None:
+    await helpdesk.ingest(inbound("<n1@mail>"))
+    await asyncio.gather(*(helpdesk.ingest(inbound("<n1@mail>")) for _ in range(3)))
+    await helpdesk.ingest(inbound("<n1@mail>"))
+    second = await helpdesk.ingest(inbound("<n2@mail>", address="bo@example.org", email=None))
+    assert second.ticket_number == 2  # no number was spent on the retries
+
+
 async def test_concurrent_duplicates_are_stored_once(helpdesk: Helpdesk) -> None:
     results = await asyncio.gather(*(helpdesk.ingest(inbound("same-id")) for _ in range(10)))
     assert {r.ticket_number for r in results} == {1}
     assert sum(not r.duplicate for r in results) == 1
     assert await count(helpdesk, Message) == 1
+
+
+async def test_a_new_sender_writing_twice_at_once_gets_one_identity(helpdesk: Helpdesk) -> None:
+    """Both intakes find no identity; the second to insert it waits for the first's commit and
+    then uses the identity that one wrote (on PostgreSQL: with the customer in the same
+    statement, which leaves that second customer row without an identity)."""
+    results = await asyncio.gather(
+        *(
+            helpdesk.ingest(inbound(f"twice-{i}", address="n@example.org", email=None))
+            for i in range(6)
+        )
+    )
+    assert len({r.ticket_number for r in results}) == 6 and not any(r.duplicate for r in results)
+    assert await count(helpdesk, Identity) == 1
+    identity = Identity.__table__
+    owners = await helpdesk.db.read(
+        lambda c: c.execute(select(identity.c.customer_id)).scalars().all()
+    )
+    tickets = Ticket.__table__
+    assert await helpdesk.db.read(
+        lambda c: set(c.execute(select(tickets.c.customer_id)).scalars().all())
+    ) == set(owners)
 
 
 async def test_ticket_numbers_are_sequential_and_unique(helpdesk: Helpdesk) -> None:
