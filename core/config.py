@@ -40,6 +40,8 @@ class ServiceSettings:
     # PostgreSQL, several processes: how often a follower asks for the lead (and the leader
     # checks it still holds it); a dead leader is replaced within about this time
     leader_retry_seconds: float = 5.0
+    # The event loop `serve` runs on: "uvloop" (libuv, less CPU per request) or "asyncio"
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("service.public_url: must start with http:// or https://")
     if not 0 < settings.service.port < 65536:
         raise ConfigError("service.port: must be between 1 and 65535")
+    if settings.service.event_loop not in ("uvloop", "asyncio"):
+        raise ConfigError("service.event_loop: must be uvloop or asyncio")
     if not settings.service.leader_retry_seconds > 0:
         raise ConfigError("service.leader_retry_seconds: must be more than 0")
     email = settings.email

@@ -61,6 +61,18 @@ def _migrated(settings: Settings) -> Database:
     return db
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        try:
+            import uvloop  # a dependency wherever it builds (not on Windows)
+        except ImportError:
+            raise HelplineError(
+                'service.event_loop: uvloop is not installed here; set event_loop = "asyncio"'
+            ) from None
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(
@@ -90,7 +102,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     try:
-        web.run_app(app, host=host, port=port, print=None, access_log=None, reuse_port=workers > 1)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=None,
+            access_log=None,
+            reuse_port=workers > 1,
+            loop=new_event_loop(settings.service.event_loop),
+        )
     finally:
         for pid in children or ():
             with contextlib.suppress(ProcessLookupError):

@@ -25,6 +25,7 @@ def test_example_config_loads_with_every_section() -> None:
         ({"service": {"prot": 1}}, "service.prot"),
         ({"service": {"port": "80"}}, "service.port"),
         ({"service": {"port": 70000}}, "service.port"),
+        ({"service": {"event_loop": "trio"}}, "service.event_loop"),
         ({"database": {"durable": "yes"}}, "database.durable"),
         ({"database": {"url": "mysql://x"}}, "database.url"),
         ({"outbox": {"max_attempts": 0}}, "outbox.max_attempts"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+
+from gateway.cli import new_event_loop
 
 
 def free_port() -> int:
@@ -126,6 +129,16 @@ def test_kb_import_markdown_and_csv(config: Path, tmp_path: Path) -> None:
     (kb / "broken.md").write_text("no title here\n")
     broken = helpline("kb", "import", str(kb / "broken.md"), config=config, check=False)
     assert broken.returncode == 2 and "no title" in broken.stderr
+
+
+@pytest.mark.parametrize(("kind", "module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
+def test_serve_runs_on_the_configured_event_loop(kind: str, module: str) -> None:
+    loop = new_event_loop(kind)
+    try:
+        assert type(loop).__module__.split(".")[0] == module
+        assert loop.run_until_complete(asyncio.sleep(0, "ran")) == "ran"
+    finally:
+        loop.close()
 
 
 async def test_serve_demo_and_api_end_to_end(config: Path) -> None:
