@@ -42,6 +42,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
@@ -339,12 +340,23 @@ def scratch_database(admin_url: str, name: str) -> Iterator[str]:
 
 def postgres_cpu_seconds() -> float:
     """User + system time of this machine's PostgreSQL processes (all sessions: keep the
-    machine otherwise idle while measuring)."""
+    machine otherwise idle while measuring), with that of the backends that have exited: the
+    postmaster reaps them, so theirs is in its children's times. (A pool closes its overflow
+    connections when the load ends; without their share, the database's CPU read half.)"""
     total = 0.0
     for proc in psutil.process_iter(["name", "cpu_times"]):
-        if (proc.info["name"] or "").startswith("postgres") and proc.info["cpu_times"]:
-            total += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+        times = proc.info["cpu_times"]
+        if (proc.info["name"] or "").startswith("postgres") and times:
+            total += times.user + times.system + times.children_user + times.children_system
     return total
+
+
+def busy_share(before: Any, after: Any, wall: float) -> float:
+    """Share of all cores that were not idle between two ``psutil.cpu_times()`` readings:
+    what the processes were charged plus the kernel's own work (softirq: loopback TCP) and the
+    hypervisor's steal, which no process's times show."""
+    idle = (after.idle - before.idle) + (after.iowait - before.iowait)
+    return max(0.0, 1 - idle / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
 
 
 @dataclass
@@ -362,6 +374,7 @@ class Result:
     database_cpu: float = 0.0  # the same, PostgreSQL's processes (0 on SQLite: in the server)
     processes: int = 1  # serving processes (--servers); RSS figures are their sums
     rss_peaks: list[float] = field(default_factory=list)  # each process's VmHWM
+    machine_busy: float = 0.0  # share of all cores busy (any process, the kernel) meanwhile
 
     @property
     def ok(self) -> int:
@@ -381,6 +394,11 @@ class Result:
         of serving processes gets past it on this machine."""
         return 1000 * cores / sum(self.cpu_ms_per_request())
 
+    def headroom(self) -> float:
+        """How much more throughput the idle part of the machine could give at most (e.g.
+        1.18: one process kept it 85% busy): more processes cannot do better here."""
+        return 1 / self.machine_busy if self.machine_busy else float("nan")
+
     def percentile(self, q: float) -> float:
         if not self.latencies:
             return float("nan")
@@ -399,7 +417,9 @@ def measure(
         load(pool, urls, f"{tag}-w", args.warmup, args.concurrency, args.procs, args.client)
     cpu0 = sum(server.cpu_seconds() for server in servers)
     db0 = postgres_cpu_seconds() if args.postgres else 0.0
+    machine0, wall0 = psutil.cpu_times(), time.monotonic()
     samples = load(pool, urls, tag, args.requests, args.concurrency, args.procs, args.client)
+    machine_busy = busy_share(machine0, psutil.cpu_times(), time.monotonic() - wall0)
     seconds = max(s.finished for s in samples) - min(s.started for s in samples)
     server_cpu = (sum(server.cpu_seconds() for server in servers) - cpu0) / seconds
     database_cpu = (postgres_cpu_seconds() - db0) / seconds if args.postgres else 0.0
@@ -422,6 +442,7 @@ def measure(
         database_cpu=database_cpu,
         processes=len(servers),
         rss_peaks=peaks,
+        machine_busy=machine_busy,
     )
 
 
@@ -541,6 +562,7 @@ def write_json(path: str, results: dict[str, Result], args: argparse.Namespace) 
                 "database_cpu": r.database_cpu,
                 "cpu_ms_per_request": r.cpu_ms_per_request(),
                 "ceiling": r.ceiling(os.cpu_count() or 1),
+                "machine_busy": r.machine_busy,
             }
             for name, r in results.items()
         },
@@ -586,6 +608,12 @@ def report(results: dict[str, Result], args: argparse.Namespace) -> bool:
         print(
             f"  {r.name:<10} {server:.2f} / {database:.2f} / {client:.2f} ms"
             f" -> at most {r.ceiling(cores):,.0f} req/s with every core busy"
+        )
+    print(f"\nMachine busy meanwhile (all {cores} cores, kernel included), and what is left:")
+    for r in results.values():
+        print(
+            f"  {r.name:<10} {r.machine_busy:.0%} busy -> at most {r.headroom():.2f}x this "
+            "throughput with every core busy"
         )
 
     helpline = results.get("helpline")
