@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.cli import new_event_loop
+from gateway.cli import new_event_loop, settle_garbage_collector
 
 
 def free_port() -> int:
@@ -139,6 +140,17 @@ def test_serve_runs_on_the_configured_event_loop(kind: str, module: str) -> None
         assert loop.run_until_complete(asyncio.sleep(0, "ran")) == "ran"
     finally:
         loop.close()
+
+
+async def test_serve_settles_the_garbage_collector_once_started() -> None:
+    before = gc.get_threshold()
+    try:
+        await settle_garbage_collector()
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the scans
+        assert gc.get_threshold()[0] == 20_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 async def test_serve_demo_and_api_end_to_end(config: Path) -> None:
