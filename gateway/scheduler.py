@@ -54,7 +54,7 @@ def store_engine(url: str) -> Engine:
     """A synchronous engine on our database for APScheduler's store (it is not async)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return sqlite_engine(url, durable=True, pool_size=1)  # WAL, busy timeout: as ours
+        return sqlite_engine(url, synchronous="FULL", pool_size=1)  # WAL, busy timeout: as ours
     return create_engine(parsed.set(drivername="postgresql+psycopg"), pool_size=1)
 
 

@@ -4,10 +4,11 @@ Units of work are synchronous functions so the same code runs on both backends:
 
 * SQLite (the embedded default): group commit on one writer connection. Units that arrive
   together run in one transaction, each inside its own SAVEPOINT, so one failing unit rolls back
-  only itself; a single fsync then makes the whole batch durable. BEGIN (which may wait for the
-  write lock) and COMMIT (the fsync) run in a writer thread, the units themselves on the event
-  loop's thread (see ``_commit_batch``). Reads use a small pool of connections in worker threads
-  (WAL lets them run beside the writer).
+  only itself. BEGIN (which may wait for the write lock) and COMMIT run in a writer thread, the
+  units themselves on the event loop's thread (see ``_commit_batch``). A durable database is
+  made durable after the commit, outside the write lock: one fsync of the WAL file covers every
+  batch committed before it, and the units' callers hear back only then (``WalSync``). Reads
+  use a small pool of connections in worker threads (WAL lets them run beside the writer).
 * PostgreSQL: an asyncpg ``AsyncEngine``; each unit runs in its own transaction through
   ``AsyncConnection.run_sync`` and is retried on serialization failures and deadlocks.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -77,7 +79,8 @@ def open_database(url: str, *, durable: bool = True, pool_size: int = 10) -> Dat
     raise ValueError(f"unsupported database url: {url}")
 
 
-def sqlite_engine(url: str, *, durable: bool, pool_size: int = 5) -> Engine:
+def sqlite_engine(url: str, *, synchronous: str, pool_size: int = 5) -> Engine:
+    """``synchronous``: FULL (each COMMIT fsyncs the WAL) or NORMAL (only checkpoints sync)."""
     parsed = make_url(url).set(drivername="sqlite+pysqlite")
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,7 @@ def sqlite_engine(url: str, *, durable: bool, pool_size: int = 5) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
@@ -183,11 +186,93 @@ class WriterLock:
         self.release()
 
 
+def _settle(
+    batch: list[tuple[Unit[Any], asyncio.Future[Any]]],
+    outcomes: list[tuple[bool, Any]],
+    error: BaseException | None,
+) -> None:
+    """Hand each unit's outcome to its caller; ``error``: the batch committed but could not
+    be made durable, which its successful units report instead of their result."""
+    for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if not ok:
+            future.set_exception(value)
+        elif error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+class WalSync:
+    """Makes what SQLite committed durable: an fsync of the WAL file, outside the write lock.
+
+    With ``synchronous=NORMAL`` a COMMIT writes its pages to the WAL file without waiting for
+    the disk; SQLite fsyncs the WAL itself only before a checkpoint copies it into the database
+    (and the database before the WAL is reused). So once an fsync of the WAL file that began
+    after a COMMIT returns, that transaction is on disk, wherever its pages are by then. Done
+    here instead of inside COMMIT (``synchronous=FULL``), the fsync no longer holds the write
+    lock: the next batch, of this process or another ``serve`` worker, runs meanwhile, and the
+    batches committed during one fsync share the next. The units' callers hear back only after
+    it; a reader may see a batch a few milliseconds before it is durable (a power cut then
+    would lose what no client was told was stored)."""
+
+    def __init__(self, wal: Path | None) -> None:
+        self.wal = wal  # None: nothing to make durable (in memory, or durable = false)
+        self._waiting: list[Callable[[BaseException | None], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-fsync")
+
+    def sync(self) -> None:
+        """Blocking: fsync the WAL file (a fresh descriptor: SQLite may have made a new one)."""
+        if self.wal is None:
+            return
+        try:
+            fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # the last connection checkpointed it into the database (synced) and left
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def after(self, done: Callable[[BaseException | None], None]) -> None:
+        """Call ``done(None)`` once all that was committed so far is durable (``done(error)``
+        if the fsync failed)."""
+        if self.wal is None:
+            done(None)
+            return
+        self._waiting.append(done)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="sqlite-wal-fsync")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                covered, self._waiting = self._waiting, []
+                error: BaseException | None = None
+                try:
+                    await loop.run_in_executor(self._thread, self.sync)
+                except Exception as err:
+                    error = err
+                for done in covered:
+                    done(error)
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._thread.shutdown(wait=True)
+
+
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
     def __init__(self, url: str, *, durable: bool = True) -> None:
-        self.engine = sqlite_engine(url, durable=durable)
+        # NORMAL: a COMMIT writes the WAL without waiting for the disk; WalSync does the fsync
+        self.engine = sqlite_engine(url, synchronous="NORMAL")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(4, thread_name_prefix="sqlite-reader")
         self._queue: asyncio.Queue[tuple[Unit[Any], asyncio.Future[Any]]] | None = None
@@ -195,6 +280,7 @@ class SqliteDatabase(Database):
         file = make_url(url).database
         on_disk = file and file != ":memory:" and not file.startswith("file:")
         self._lock = WriterLock(Path(f"{file}.write-lock") if on_disk else None)
+        self._sync = WalSync(Path(f"{file}-wal") if on_disk and durable else None)
 
     async def write(self, unit: Unit[T]) -> T:
         if self._queue is None:
@@ -213,9 +299,11 @@ class SqliteDatabase(Database):
             conn.info["writer"] = True
             try:
                 with conn.begin():
-                    return unit(conn)
+                    result = unit(conn)
             finally:
                 conn.info["writer"] = False
+        self._sync.sync()
+        return result
 
     def _read(self, unit: Unit[T]) -> T:
         with self.engine.connect() as conn, conn.begin():
@@ -230,17 +318,13 @@ class SqliteDatabase(Database):
             try:
                 outcomes = await self._commit_batch([unit for unit, _ in batch])
             except Exception as err:  # the commit itself failed: nothing in the batch happened
-                outcomes = [(False, err)] * len(batch)
-            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                _settle(batch, [(False, err)] * len(batch), None)
+                continue
+            # the next batch begins at once; this one's callers hear back once it is durable
+            self._sync.after(functools.partial(_settle, batch, outcomes))
 
     async def _commit_batch(self, units: list[Unit[Any]]) -> list[tuple[bool, Any]]:
-        """BEGIN and COMMIT (the waits: write lock, fsync) in the writer thread; the units in
+        """BEGIN and COMMIT (the waits: write lock, disk writes) in the writer thread; the units in
         between on the event loop's thread, as on PostgreSQL. A unit is ~13 short statements and
         pysqlite releases the GIL around each one: run in the writer thread, every statement was
         a GIL hand-off to and from the busy event loop, which cost ~30% of the server's CPU."""
@@ -297,6 +381,7 @@ class SqliteDatabase(Database):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._sync.close()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.engine.dispose()
