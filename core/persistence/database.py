@@ -328,26 +328,36 @@ class SqliteDatabase(Database):
         between on the event loop's thread, as on PostgreSQL. A unit is ~13 short statements and
         pysqlite releases the GIL around each one: run in the writer thread, every statement was
         a GIL hand-off to and from the busy event loop, which cost ~30% of the server's CPU."""
-        loop = asyncio.get_running_loop()
         begun = self._writer.submit(self._begin_batch)
         try:
             conn = await asyncio.wrap_future(begun)
         except asyncio.CancelledError:  # the thread may still begin: end it there, right after
             self._writer.submit(self._end_if_begun, begun)
             raise
+        ending = None
         try:
             outcomes = []
             for start in range(0, len(units), UNITS_PER_SLICE):
                 if start:
                     await asyncio.sleep(0)  # let the loop serve requests between slices
                 outcomes += apply_units(conn, units[start : start + UNITS_PER_SLICE])
-            await loop.run_in_executor(self._writer, conn.commit)
+            # COMMIT and the write lock's release in one step of the writer thread: the lock is
+            # not held until this busy event loop gets round to the next step (another `serve`
+            # worker waits for it)
+            ending = self._writer.submit(self._commit_and_end, conn)
+            # shielded: a cancelled caller must not cancel the job, which ends the batch
+            await asyncio.shield(asyncio.wrap_future(ending))
             return outcomes
         finally:
-            # queued behind the commit in the one writer thread, even when this task is
-            # cancelled meanwhile: the connection is never used by two threads at once
-            ended = self._writer.submit(self._end_batch, conn)
-            await asyncio.wrap_future(ended)
+            if ending is None:  # a unit slice failed or was cancelled: roll back and end it
+                # queued in the one writer thread: the connection is never used by two threads
+                await asyncio.wrap_future(self._writer.submit(self._end_batch, conn))
+
+    def _commit_and_end(self, conn: Connection) -> None:
+        try:
+            conn.commit()
+        finally:
+            self._end_batch(conn)
 
     def _begin_batch(self) -> Connection:
         self._lock.acquire()  # released by _end_batch
