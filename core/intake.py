@@ -24,12 +24,11 @@ from core.persistence.models import (
 )
 from core.persistence.prepared import Prepared
 from core.persistence.records import (
-    NEXT_TICKET_NUMBER,
     InsertIgnoring,
     add_thread_ref,
     find_thread_ref,
     insert_ignoring_duplicates,
-    next_number,
+    next_ticket_number,
     receipts,
     record,
     tickets,
@@ -144,10 +143,15 @@ _KNOWN_BY_NUMBER = Prepared(
     )
 )
 _TEAM_ID = Prepared(select(teams.c.id).where(teams.c.name == bindparam("name")))
-_INSERT_TICKET = Prepared(insert(tickets).returning(tickets.c.id, tickets.c.number))
-_INSERT_TICKET_NUMBERED = Prepared(
-    insert(tickets).values(number=NEXT_TICKET_NUMBER).returning(tickets.c.id, tickets.c.number)
-)
+# the number is taken by the INSERT itself (see records.next_number)
+_INSERT_TICKET = {
+    dialect: Prepared(
+        insert(tickets)
+        .values(number=next_ticket_number(dialect))
+        .returning(tickets.c.id, tickets.c.number)
+    )
+    for dialect in ("postgresql", "sqlite")
+}
 _INSERT_MESSAGE = Prepared(insert(messages).returning(messages.c.id))
 _LATEST_OF_IDENTITY = Prepared(
     select(tickets.c.id)
@@ -509,10 +513,7 @@ def _open_ticket(
         "resolution_due": triage.resolution_due,
         "sla_next_check": triage.sla_next_check,
     }
-    if conn.dialect.name == "postgresql":  # the number from the sequence, in the INSERT
-        row = _INSERT_TICKET_NUMBERED.run(conn, values).one()
-    else:
-        row = _INSERT_TICKET.run(conn, {**values, "number": next_number(conn)}).one()
+    row = _INSERT_TICKET[conn.dialect.name].run(conn, values).one()
     ticket_id, number = int(row.id), int(row.number)
     record(
         conn,

@@ -87,19 +87,31 @@ def _thread_refs_query(count: int) -> Prepared:
     return stmt
 
 
-# PostgreSQL's ticket numbers (see next_number); an INSERT may take one in place (one round
-# trip fewer): ``insert(tickets).values(number=NEXT_TICKET_NUMBER)``
-NEXT_TICKET_NUMBER = func.nextval("ticket_numbers")
-_NEXT_TICKET_NUMBER = select(NEXT_TICKET_NUMBER)
+# The next ticket number, as an SQL expression an INSERT can take in place (one statement
+# fewer): ``insert(tickets).values(number=next_ticket_number(dialect))``. See next_number.
+_TICKET_NUMBERS = {
+    "postgresql": func.nextval("ticket_numbers"),
+    "sqlite": select(func.coalesce(func.max(tickets.c.number), 0) + 1).scalar_subquery(),
+}
+
+
+def next_ticket_number(dialect: str) -> Any:
+    return _TICKET_NUMBERS[dialect]
+
+
+_NEXT_TICKET_NUMBER = {dialect: select(number) for dialect, number in _TICKET_NUMBERS.items()}
 
 
 def next_number(conn: Connection, name: str = "ticket") -> int:
     """The next value of a named counter, unique across processes. Ticket numbers on PostgreSQL
     come from a sequence (migration 0009): a counter row would stay locked until each intake
     commits, so the intakes of every process would queue on it (measured: 12-16 tickets/s with
-    3 processes). A rolled-back intake leaves a gap there; SQLite's counter has none."""
-    if name == "ticket" and conn.dialect.name == "postgresql":
-        return int(conn.execute(_NEXT_TICKET_NUMBER).scalar_one())
+    3 processes); a rolled-back intake leaves a gap there. On SQLite, with one writer at a time
+    and tickets never deleted, the next number is the highest one plus one, read from the
+    unique index in the same transaction (the "ticket" counter row of migration 0001 is no
+    longer kept up to date): no gap."""
+    if name == "ticket":
+        return int(conn.execute(_NEXT_TICKET_NUMBER[conn.dialect.name]).scalar_one())
     value = _NEXT_NUMBER.run(conn, {"counter": name}).scalar()
     if value is None:
         insert_ignoring_duplicates(conn, counters, {"name": name, "value": 0})
