@@ -224,7 +224,9 @@ class Server:
         return total
 
 
-def helpline_config(work: Path, port: int, database_url: str | None = None) -> Path:
+def helpline_config(
+    work: Path, port: int, database_url: str | None = None, event_loop: str = "uvloop"
+) -> Path:
     data = work / "helpline-data"
     config = work / "helpline.toml"
     url = database_url or f"sqlite:///{data}/helpline.db"
@@ -235,6 +237,7 @@ name = "Bench Support"
 public_url = "http://127.0.0.1:{port}"
 data_dir = "{data}"
 log_level = "warning"
+event_loop = "{event_loop}"
 
 [database]
 url = "{url}"
@@ -458,7 +461,7 @@ def run_one(
         try:
             if name == "helpline":
                 ports = [free_port() for _ in range(args.servers)]
-                config = helpline_config(work, ports[0], database_url)
+                config = helpline_config(work, ports[0], database_url, args.event_loop)
                 # one signing key for all the processes, as docs/deployment.md asks
                 env = {"HELPLINE_SECRET_KEY": "bench-" + "k" * 40} if args.servers > 1 else None
                 for k, port in enumerate(ports):  # the first migrates; the others find it done
@@ -499,7 +502,7 @@ def verdict(ok: bool) -> str:
 def backend(args: argparse.Namespace) -> str:
     if args.postgres:
         return "PostgreSQL (scratch database, synchronous_commit on)"
-    return "SQLite durable (WAL, synchronous=FULL)"
+    return "SQLite durable (WAL; helpline: fsync per group commit; reference: synchronous=FULL)"
 
 
 def targets(results: dict[str, Result]) -> list[tuple[str, bool, str]]:
@@ -649,6 +652,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="helpline serving processes (`helpline serve --workers N`)",
+    )
+    p.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="helpline's service.event_loop (compare the two)",
     )
     p.add_argument(
         "--servers",
