@@ -545,6 +545,34 @@ def test_indexed_evaluation_agrees_with_the_plain_reading() -> None:
         assert [f.rule for f in route(list(rules), inp).fired] == expected
 
 
+ATTRIBUTE_VALUE = st.text(alphabet="vIp ßS\t", max_size=4)
+CUSTOMER_RULES = parse_rules(
+    {
+        "rules": [
+            {"name": "exact", "when": {"customer": {"tier": "vip"}}, "stop": False},
+            {"name": "listed", "when": {"customer": {"tier": ["VIP ", "ss"]}}, "stop": False},
+            {"name": "empty", "when": {"customer": {"tier": ""}}, "stop": False},
+            {"name": "spaces", "when": {"customer": {"tier": " "}}, "stop": False},
+            {"name": "number", "when": {"customer": {"tier": 5}}, "stop": False},
+            {"name": "other", "when": {"customer": {"region": "eu"}}, "stop": False},
+        ]
+    }
+)
+
+
+@given(
+    st.one_of(
+        ATTRIBUTE_VALUE,
+        st.lists(ATTRIBUTE_VALUE, max_size=3),
+        st.sampled_from([None, 5, 5.0, True, {"a": "vip"}]),
+    )
+)
+def test_indexed_customer_values_agree_with_the_plain_reading(value: Any) -> None:
+    # the index looks a string up as it is first, normalized (strip, casefold) only if absent
+    inp = msg(customer={"tier": value, "region": "EU"})
+    assert [f.rule for f in route(CUSTOMER_RULES, inp).fired] == linear(CUSTOMER_RULES, inp)
+
+
 def test_evaluation_is_deterministic_and_leaves_the_input_alone() -> None:
     rules = parse_rules({"rules": RULES})
     attributes = {"tier": "vip"}
