@@ -35,6 +35,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import filterfalse
 from operator import attrgetter
 from pathlib import Path
 from string import Template
@@ -109,14 +110,21 @@ def _tokens(folded: str) -> list[str] | set[str]:
     # non-ASCII text (accented Latin letters) has none, and then a token of word characters
     # only (isalnum, which is re's \w but "_") is one word, without the regex
     cjk = _may_hold_cjk(raw) and _CJK_RUN.search(folded) is not None
-    words: set[str] = set()
-    for token in tokens:
-        if token.isascii() or (not cjk and token.isalnum()):
-            words.add(token)
-        else:
-            words.update(_WORD.findall(token))
-    if cjk:
-        words.add(HAS_CJK)
+    if not cjk and "".join(tokens).isalnum():
+        return tokens  # every token is alphanumeric (accented Latin text): one C pass tells
+    if not cjk:
+        words = set()
+        for token in tokens:
+            if token.isascii() or token.isalnum():
+                words.add(token)
+            else:
+                words.update(_WORD.findall(token))
+        return words
+    # CJK: the words of the ASCII tokens as they are, of the others in one regex pass (a
+    # space between them separates words as the text's own separators did)
+    words = set(filter(str.isascii, tokens))
+    words.update(_WORD.findall(" ".join(filterfalse(str.isascii, tokens))))
+    words.add(HAS_CJK)
     return words
 
 
