@@ -872,6 +872,8 @@ class Matches:
     # (a literal every match contains, lowercased, or None; the literal every match starts
     # with, or None; the digits every match contains; the compiled pattern; its ASCII variant)
     _compiled: tuple[_Compiled, ...] = field(init=False, repr=False, compare=False)
+    # every pattern's required literal, when each has one (else None): see test
+    _literals: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     cost: ClassVar[int] = 8
 
     def __post_init__(self) -> None:
@@ -895,12 +897,24 @@ class Matches:
                 )
             )
         object.__setattr__(self, "_compiled", tuple(compiled))
+        literals = tuple(c.literal for c in compiled if c.literal is not None)
+        object.__setattr__(self, "_literals", literals if len(literals) == len(compiled) else None)
 
     @property
     def key(self) -> str:
         return ("when.subject_regex", "when.body_regex", "when.regex")[self.where]
 
     def test(self, facts: Facts) -> bool:
+        literals = self._literals
+        if literals is not None:
+            # Most texts hold none of the literals: one test each in the lowered text (for
+            # both parts, their join: a literal in either part is in it) rules them all out.
+            lowered = facts.lowered(self.where)
+            for literal in literals:
+                if literal in lowered:
+                    break
+            else:
+                return False
         parts = _PARTS[self.where]
         for literal, prefix, digits, run, regex, ascii, shown in self._compiled:
             for part in parts:

@@ -809,3 +809,28 @@ def test_digit_run_never_rules_out_a_match(pattern: str, text: str) -> None:
     rules = one_rule({"body_regex": pattern})
     expected = re.search(pattern, text, re.IGNORECASE) is not None
     assert route(rules, msg(body=text)).matched is expected
+
+
+LITERAL_PATTERNS = [r"\bINV-\d{2}\b", r"\binvoice\b", r"发票", r"o\s*rder"]
+
+
+@given(
+    st.text(alphabet="inv-INVoice发票 12İıſ\n", max_size=20),
+    st.text(alphabet="inv-INVoice发票 12İıſ\n", max_size=20),
+    st.sampled_from(["regex", "subject_regex", "body_regex"]),
+)
+def test_regex_literals_rule_out_only_texts_without_a_match(
+    subject: str, body: str, key: str
+) -> None:
+    # every pattern has a required literal: a text holding none is ruled out in one pass, and
+    # the explanation still names the first pattern (in the rule's order) that matches
+    rules = one_rule({key: LITERAL_PATTERNS})
+    texts = {"regex": (subject, body), "subject_regex": (subject,), "body_regex": (body,)}[key]
+    first = next(
+        (p for p in LITERAL_PATTERNS if any(re.search(p, t, re.IGNORECASE) for t in texts)),
+        None,
+    )
+    decision = route(rules, msg(subject=subject, body=body))
+    assert decision.matched is (first is not None)
+    if first is not None:
+        assert decision.fired[0].reason.endswith(f"matches /{first}/")
