@@ -910,8 +910,8 @@ class Matches:
             # Most texts hold none of the literals: one test each in the lowered text (for
             # both parts, their join: a literal in either part is in it) rules them all out.
             lowered = facts.lowered(self.where)
-            for literal in literals:
-                if literal in lowered:
+            for needed in literals:
+                if needed in lowered:
                     break
             else:
                 return False
