@@ -35,6 +35,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import filterfalse
 from operator import attrgetter
 from pathlib import Path
 from string import Template
@@ -109,14 +110,21 @@ def _tokens(folded: str) -> list[str] | set[str]:
     # non-ASCII text (accented Latin letters) has none, and then a token of word characters
     # only (isalnum, which is re's \w but "_") is one word, without the regex
     cjk = _may_hold_cjk(raw) and _CJK_RUN.search(folded) is not None
-    words: set[str] = set()
-    for token in tokens:
-        if token.isascii() or (not cjk and token.isalnum()):
-            words.add(token)
-        else:
-            words.update(_WORD.findall(token))
-    if cjk:
-        words.add(HAS_CJK)
+    if not cjk and "".join(tokens).isalnum():
+        return tokens  # every token is alphanumeric (accented Latin text): one C pass tells
+    if not cjk:
+        words = set()
+        for token in tokens:
+            if token.isascii() or token.isalnum():
+                words.add(token)
+            else:
+                words.update(_WORD.findall(token))
+        return words
+    # CJK: the words of the ASCII tokens as they are, of the others in one regex pass (a
+    # space between them separates words as the text's own separators did)
+    words = set(filter(str.isascii, tokens))
+    words.update(_WORD.findall(" ".join(filterfalse(str.isascii, tokens))))
+    words.add(HAS_CJK)
     return words
 
 
@@ -864,6 +872,8 @@ class Matches:
     # (a literal every match contains, lowercased, or None; the literal every match starts
     # with, or None; the digits every match contains; the compiled pattern; its ASCII variant)
     _compiled: tuple[_Compiled, ...] = field(init=False, repr=False, compare=False)
+    # every pattern's required literal, when each has one (else None): see test
+    _literals: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     cost: ClassVar[int] = 8
 
     def __post_init__(self) -> None:
@@ -887,12 +897,24 @@ class Matches:
                 )
             )
         object.__setattr__(self, "_compiled", tuple(compiled))
+        literals = tuple(c.literal for c in compiled if c.literal is not None)
+        object.__setattr__(self, "_literals", literals if len(literals) == len(compiled) else None)
 
     @property
     def key(self) -> str:
         return ("when.subject_regex", "when.body_regex", "when.regex")[self.where]
 
     def test(self, facts: Facts) -> bool:
+        literals = self._literals
+        if literals is not None:
+            # Most texts hold none of the literals: one test each in the lowered text (for
+            # both parts, their join: a literal in either part is in it) rules them all out.
+            lowered = facts.lowered(self.where)
+            for needed in literals:
+                if needed in lowered:
+                    break
+            else:
+                return False
         parts = _PARTS[self.where]
         for literal, prefix, digits, run, regex, ascii, shown in self._compiled:
             for part in parts:
@@ -1069,53 +1091,36 @@ class RoutingDecision:
 class _Index:
     """Which rules one kind of condition lets through, by the input's value(s) of that kind."""
 
-    __slots__ = ("decides", "keys", "mode", "table", "values")
+    __slots__ = ("decides", "mode", "source", "table")
 
-    def __init__(self, values: Callable[[Facts], Any], mode: int) -> None:
+    def __init__(self, source: Any, mode: int) -> None:
         self.decides = 0  # rules whose condition of this kind is settled here
         self.table: dict[Any, int] = {}  # value -> rules that accept it
-        self.keys: frozenset[Any] = frozenset()
-        self.values = values
-        self.mode = mode  # ONE value, SEVERAL (look each up) or MANY (words: intersect)
+        self.source = source  # ONE, SEVERAL: facts -> value(s); CUSTOMER: the name; MANY: where
+        self.mode = mode
 
     def add(self, bit: int, accepted: Iterable[Any]) -> None:
         self.decides |= bit
         for value in accepted:
             self.table[value] = self.table.get(value, 0) | bit
-        self.keys = frozenset(self.table)
 
-    def step(self) -> tuple[int, int, int, Callable[[Any, int], int], Any]:
-        """(rules decided here, the others, mode, table.get, how to get the input's value(s)):
-        what ``_Plan.candidates`` runs, as plain values (no call per index but the lookups)."""
-        values, decides = self.values, self.decides
-        if isinstance(values, _CustomerValues):
-            return decides, ~decides, CUSTOMER, self.table.get, values.name
-        if self.mode == MANY:
-            return decides, ~decides, MANY, self.table.get, (self.keys, values)
-        return decides, ~decides, self.mode, self.table.get, values
+    def baked(self) -> dict[Any, int]:
+        """The table with the rules not decided here added to every entry: one lookup is then
+        what the input leaves possible of this kind (``others`` when the value is not there)."""
+        others = ~self.decides
+        return {value: bits | others for value, bits in self.table.items()}
 
 
-ONE, SEVERAL, MANY, CUSTOMER = 0, 1, 2, 3
+# How an index gets the input's value(s): ONE value (a Facts attribute), SEVERAL (language
+# tags), a CUSTOMER attribute, or MANY (the words of a text, splitting it only when needed)
+ONE, SEVERAL, CUSTOMER, MANY = 0, 1, 2, 3
 
 
-@dataclass(frozen=True, slots=True)
-class _CustomerValues:
-    """facts -> the values of a customer attribute, as ``Facts.attribute`` gives them."""
-
-    name: str
-
-    def __call__(self, facts: Facts) -> Iterable[Any]:
-        return facts.attribute(self.name) or ()
-
-
-_IndexEntry = tuple[Any, Iterable[Any], Callable[["Facts"], Any], int, bool]
-
-
-def _index_of(cond: Condition) -> _IndexEntry | None:
-    """(kind, values the condition accepts, the input's value(s), ONE/SEVERAL/MANY, exact) for a
-    condition an index can decide; None for the others (they run per rule). Not exact: the
-    index only rules the rule out when none of the values is there, and the condition still
-    runs (keyword phrases: indexed by one of their words; CJK keywords: by "has CJK")."""
+def _index_of(cond: Condition) -> tuple[Any, Iterable[Any], Any, int, bool] | None:
+    """(kind, values the condition accepts, source, mode, exact) for a condition an index can
+    decide (see ``_Index``); None for the others (they run per rule). Not exact: the index only
+    rules the rule out when none of the values is there, and the condition still runs (keyword
+    phrases: indexed by one of their words; CJK keywords: by "has CJK")."""
     if isinstance(cond, ChannelIs):
         return "channel", cond._set, attrgetter("channel"), ONE, True
     if isinstance(cond, InboxIs):
@@ -1125,17 +1130,16 @@ def _index_of(cond: Condition) -> _IndexEntry | None:
     if isinstance(cond, LanguageIs):
         return "language", cond._set, Facts.languages, SEVERAL, True
     if isinstance(cond, CustomerAttr) and cond.op != "exists":
-        return ("customer", cond.name), cond._wanted, _CustomerValues(cond.name), SEVERAL, True
+        return ("customer", cond.name), cond._wanted, cond.name, CUSTOMER, True
     if isinstance(cond, Keywords):
         if any(not p.required for p in cond._phrases):
             return None  # a phrase of punctuation only: nothing to index it by
-        where = cond.where
         keys = set(cond._singles)
         keys.update(max(p.required, key=len) for p in cond._phrases)
         if cond._substrings:
             keys.add(HAS_CJK)
         exact = not (cond._substrings or cond._phrases)
-        return ("words", where), keys, lambda f: f.words(where), MANY, exact
+        return ("words", cond.where), keys, cond.where, MANY, exact
     return None
 
 
@@ -1144,7 +1148,17 @@ class _Plan:
     customer attribute values and words into the set of rules still possible, in a few dict
     lookups; only those rules run their remaining conditions, in rule order."""
 
-    __slots__ = ("all", "indexes", "residual", "rules", "steps", "vocabulary")
+    __slots__ = (
+        "all",
+        "by_bit",
+        "customer",
+        "residual",
+        "rules",
+        "several",
+        "single",
+        "vocabulary",
+        "words",
+    )
 
     def __init__(self, rules: tuple[Rule, ...]) -> None:
         self.rules = rules
@@ -1157,20 +1171,35 @@ class _Plan:
                 if entry is None or entry[0] in seen:  # a second one of a kind runs per rule
                     rest.append(cond.test)
                     continue
-                kind, accepted, values, mode, exact = entry
+                kind, accepted, source, mode, exact = entry
                 if not exact:
                     rest.append(cond.test)
                 seen.add(kind)
                 if kind not in indexes:
-                    indexes[kind] = _Index(values, mode)
+                    indexes[kind] = _Index(source, mode)
                 indexes[kind].add(bit, accepted)
             residual.append(tuple(rest))
+        by_mode: list[list[_Index]] = [[], [], [], []]
+        for index in indexes.values():
+            by_mode[index.mode].append(index)
+        # (source, baked table's get, the rules not decided here) per index, by mode: what
+        # candidates() runs as plain values, without a call per index but the lookups
+        self.single = tuple((x.source, x.baked().get, ~x.decides) for x in by_mode[ONE])
+        self.several = tuple((x.source, x.baked().get, ~x.decides) for x in by_mode[SEVERAL])
+        self.customer = tuple(
+            (x.source, x.baked().get, _as_given(x.baked()).get, ~x.decides)
+            for x in by_mode[CUSTOMER]
+        )
         # words last: splitting the text is the one costly step here, and it is skipped when
         # no rule still possible needs it
-        self.indexes = sorted(indexes.values(), key=lambda index: index.mode)
-        self.steps = tuple(index.step() for index in self.indexes)
+        self.words = tuple(
+            (x.source, x.decides, frozenset(x.table), x.table.get, ~x.decides)
+            for x in by_mode[MANY]
+        )
         self.all = (1 << len(rules)) - 1
         self.residual = tuple(residual)
+        # a rule's bit -> (its remaining conditions' tests, the rule): one lookup per candidate
+        self.by_bit = {1 << i: (residual[i], rule) for i, rule in enumerate(rules)}
         # every word a keyword test of these rules can ask about (see Facts)
         self.vocabulary = frozenset(
             word
@@ -1182,30 +1211,42 @@ class _Plan:
 
     def candidates(self, facts: Facts) -> int:
         possible = self.all
-        for decides, others, mode, get, values in self.steps:
-            if not possible & decides:
-                continue
-            if mode == ONE:
-                accepted = get(values(facts), 0)
-            elif mode == CUSTOMER:
-                value = facts.input.customer.get(values)
-                if type(value) is str:  # the usual case, without Facts.attribute's checks
-                    accepted = get(value.strip().casefold(), 0) if value else 0
-                else:
-                    accepted = 0
-                    for one in facts.attribute(values) or ():
-                        accepted |= get(one, 0)
+        for value_of, get, others in self.single:
+            possible &= get(value_of(facts), others)
+        for values_of, get, others in self.several:
+            accepted = others
+            for value in values_of(facts):
+                accepted |= get(value, 0)
+            possible &= accepted
+        customer = facts.input.customer
+        for name, get, get_as_given, others in self.customer:
+            value = customer.get(name)
+            if type(value) is str:  # the usual case, without Facts.attribute's checks
+                if not value:
+                    possible &= others
+                    continue
+                given = get_as_given(value)  # most values are written as the rules expect
+                possible &= get(value.strip().casefold(), others) if given is None else given
+            elif value is None:
+                possible &= others
             else:
-                accepted = 0
-                if mode == MANY:
-                    keys, words = values
-                    found: Iterable[Any] = keys.intersection(words(facts))
-                else:
-                    found = values(facts)
-                for one in found:
+                accepted = others
+                for one in facts.attribute(name) or ():
                     accepted |= get(one, 0)
-            possible &= others | accepted
+                possible &= accepted
+        for where, decides, keys, get, others in self.words:
+            if possible & decides:
+                accepted = others
+                for word in keys.intersection(facts.words(where)):
+                    accepted |= get(word, 0)
+                possible &= accepted
         return possible
+
+
+def _as_given(baked: dict[Any, int]) -> dict[Any, int]:
+    """The entries of strings that are their own normal form (see ``_norm``): an attribute value
+    found here as it is needs no strip and casefold first, it would give the same entry."""
+    return {k: v for k, v in baked.items() if isinstance(k, str) and _norm(k) == k}
 
 
 class RuleSet(tuple[Rule, ...]):
@@ -1254,16 +1295,15 @@ def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
     tags: list[str] = []
     notify: list[str] = []
     fired: list[Fired] = []
-    ordered, residual = plan.rules, plan.residual
+    by_bit = plan.by_bit
     while possible:
         lowest = possible & -possible
         possible ^= lowest
-        i = lowest.bit_length() - 1
-        for check in residual[i]:
+        checks, rule = by_bit[lowest]
+        for check in checks:
             if not check(facts):
                 break
         else:
-            rule = ordered[i]
             a = rule.actions
             if a.team is not None:
                 team = a.team

@@ -545,6 +545,34 @@ def test_indexed_evaluation_agrees_with_the_plain_reading() -> None:
         assert [f.rule for f in route(list(rules), inp).fired] == expected
 
 
+ATTRIBUTE_VALUE = st.text(alphabet="vIp ßS\t", max_size=4)
+CUSTOMER_RULES = parse_rules(
+    {
+        "rules": [
+            {"name": "exact", "when": {"customer": {"tier": "vip"}}, "stop": False},
+            {"name": "listed", "when": {"customer": {"tier": ["VIP ", "ss"]}}, "stop": False},
+            {"name": "empty", "when": {"customer": {"tier": ""}}, "stop": False},
+            {"name": "spaces", "when": {"customer": {"tier": " "}}, "stop": False},
+            {"name": "number", "when": {"customer": {"tier": 5}}, "stop": False},
+            {"name": "other", "when": {"customer": {"region": "eu"}}, "stop": False},
+        ]
+    }
+)
+
+
+@given(
+    st.one_of(
+        ATTRIBUTE_VALUE,
+        st.lists(ATTRIBUTE_VALUE, max_size=3),
+        st.sampled_from([None, 5, 5.0, True, {"a": "vip"}]),
+    )
+)
+def test_indexed_customer_values_agree_with_the_plain_reading(value: Any) -> None:
+    # the index looks a string up as it is first, normalized (strip, casefold) only if absent
+    inp = msg(customer={"tier": value, "region": "EU"})
+    assert [f.rule for f in route(CUSTOMER_RULES, inp).fired] == linear(CUSTOMER_RULES, inp)
+
+
 def test_evaluation_is_deterministic_and_leaves_the_input_alone() -> None:
     rules = parse_rules({"rules": RULES})
     attributes = {"tier": "vip"}
@@ -781,3 +809,28 @@ def test_digit_run_never_rules_out_a_match(pattern: str, text: str) -> None:
     rules = one_rule({"body_regex": pattern})
     expected = re.search(pattern, text, re.IGNORECASE) is not None
     assert route(rules, msg(body=text)).matched is expected
+
+
+LITERAL_PATTERNS = [r"\bINV-\d{2}\b", r"\binvoice\b", r"发票", r"o\s*rder"]
+
+
+@given(
+    st.text(alphabet="inv-INVoice发票 12İıſ\n", max_size=20),
+    st.text(alphabet="inv-INVoice发票 12İıſ\n", max_size=20),
+    st.sampled_from(["regex", "subject_regex", "body_regex"]),
+)
+def test_regex_literals_rule_out_only_texts_without_a_match(
+    subject: str, body: str, key: str
+) -> None:
+    # every pattern has a required literal: a text holding none is ruled out in one pass, and
+    # the explanation still names the first pattern (in the rule's order) that matches
+    rules = one_rule({key: LITERAL_PATTERNS})
+    texts = {"regex": (subject, body), "subject_regex": (subject,), "body_regex": (body,)}[key]
+    first = next(
+        (p for p in LITERAL_PATTERNS if any(re.search(p, t, re.IGNORECASE) for t in texts)),
+        None,
+    )
+    decision = route(rules, msg(subject=subject, body=body))
+    assert decision.matched is (first is not None)
+    if first is not None:
+        assert decision.fired[0].reason.endswith(f"matches /{first}/")
