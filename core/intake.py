@@ -24,11 +24,11 @@ from core.persistence.models import (
 )
 from core.persistence.prepared import Prepared
 from core.persistence.records import (
+    TICKET_NUMBER,
     InsertIgnoring,
     add_thread_ref,
     find_thread_ref,
     insert_ignoring_duplicates,
-    next_ticket_number,
     receipts,
     record,
     tickets,
@@ -146,11 +146,9 @@ _TEAM_ID = Prepared(select(teams.c.id).where(teams.c.name == bindparam("name")))
 # the number is taken by the INSERT itself (see records.next_number)
 _INSERT_TICKET = {
     dialect: Prepared(
-        insert(tickets)
-        .values(number=next_ticket_number(dialect))
-        .returning(tickets.c.id, tickets.c.number)
+        insert(tickets).values(number=number).returning(tickets.c.id, tickets.c.number)
     )
-    for dialect in ("postgresql", "sqlite")
+    for dialect, number in TICKET_NUMBER.items()
 }
 _INSERT_MESSAGE = Prepared(insert(messages).returning(messages.c.id))
 _LATEST_OF_IDENTITY = Prepared(
@@ -226,9 +224,10 @@ def ingest_unit(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> Inta
     receipt = {"channel": msg.channel.value, "external_id": msg.external_id[:500]}
     # PostgreSQL: the receipt is claimed first, so a retried delivery stops here (a concurrent
     # one waits on the unique key for this commit) before it takes a ticket number from the
-    # sequence, which a rollback would not give back. SQLite has one writer at a time and a
-    # transactional counter: the receipt is written last, complete, by the statement that
-    # dedupes, and a retried delivery, the exception, is rolled back (``AlreadyReceived``).
+    # sequence, which a rollback would not give back. SQLite has one writer at a time and takes
+    # the highest number plus one, so a rollback leaves no gap: the receipt is written last,
+    # complete, by the statement that dedupes, and a retried delivery, the exception, is rolled
+    # back (``AlreadyReceived``).
     claim_first = conn.dialect.name == "postgresql"
     if claim_first and not insert_ignoring_duplicates(
         conn, receipts, {**receipt, "created_at": now}
@@ -361,16 +360,15 @@ def _identify(conn: Connection, ctx: UnitContext, msg: InboundMessage) -> _Sende
         insert_identity = _INSERT_CUSTOMER_AND_IDENTITY
         identity.update(c_name=name, c_email=email, c_attributes={})
     else:
-        new: dict[str, Any] = {"name": name, "email": email, "attributes": {}}
+        new: dict[str, object] = {"name": name, "email": email, "attributes": {}}
         new["created_at"] = ctx.now
         identity["customer_id"] = _INSERT_CUSTOMER.run(conn, new).scalar_one()
     row = insert_identity.run(conn, identity).first()
-    identity_id = row.id if row is not None else None
-    if identity_id is None:
+    if row is None:
         # a concurrent intake created the identity first: use that row
         return _sender(_IDENTITY.run(conn, {"channel": channel, "address": address}).one())
     ctx.new_addresses[(channel, address)] = 0  # nothing automatic was sent to it yet
-    return _Sender(row.customer_id, identity_id, name, email, channel, address, False)
+    return _Sender(row.customer_id, row.id, name, email, channel, address, False)
 
 
 def _sender(row: Any) -> _Sender:

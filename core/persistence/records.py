@@ -88,18 +88,14 @@ def _thread_refs_query(count: int) -> Prepared:
 
 
 # The next ticket number, as an SQL expression an INSERT can take in place (one statement
-# fewer): ``insert(tickets).values(number=next_ticket_number(dialect))``. See next_number.
-_TICKET_NUMBERS = {
+# fewer): ``insert(tickets).values(number=TICKET_NUMBER[dialect])``. See next_number.
+TICKET_NUMBER = {
     "postgresql": func.nextval("ticket_numbers"),
     "sqlite": select(func.coalesce(func.max(tickets.c.number), 0) + 1).scalar_subquery(),
 }
 
 
-def next_ticket_number(dialect: str) -> Any:
-    return _TICKET_NUMBERS[dialect]
-
-
-_NEXT_TICKET_NUMBER = {dialect: select(number) for dialect, number in _TICKET_NUMBERS.items()}
+_NEXT_TICKET_NUMBER = {dialect: select(number) for dialect, number in TICKET_NUMBER.items()}
 
 
 def next_number(conn: Connection, name: str = "ticket") -> int:
