@@ -7,7 +7,6 @@ secret is stored; bumping the ticket's ``portal_version`` revokes every earlier 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 
 TOKEN_BYTES = 24  # 192 bits
@@ -15,7 +14,8 @@ TOKEN_BYTES = 24  # 192 bits
 
 def _sign(secret: bytes, purpose: str, *parts: object) -> str:
     message = ":".join([purpose, *map(str, parts)]).encode()
-    digest = hmac.new(secret, message, hashlib.sha256).digest()[:TOKEN_BYTES]
+    # one call into OpenSSL: hmac.new builds a Python HMAC object, ~4x the cost of the digest
+    digest = hmac.digest(secret, message, "sha256")[:TOKEN_BYTES]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 

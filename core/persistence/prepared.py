@@ -34,6 +34,7 @@ import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import Connection
@@ -264,8 +265,23 @@ def _utc_datetime_processor(dialect: Dialect, process: Processor) -> Processor:
     statements, and an aware datetime to SQLite text is the costliest conversion (~4 µs)."""
     shared = _UTC_DATETIME.get(dialect)
     if shared is None:
+        if dialect.name == "sqlite":
+            process = _sqlite_utc_text(process)
         shared = _UTC_DATETIME.setdefault(dialect, _last_value_memo(process))
     return shared
+
+
+def _sqlite_utc_text(process: Processor) -> Processor:
+    """``process`` (SQLAlchemy's: to naive UTC, then ``%04d-%02d-%02d %02d:%02d:%02d.%06d``)
+    for a datetime already in UTC as one ``isoformat``, which gives the same text at half the
+    cost; anything else goes to ``process``."""
+
+    def text(value: Any) -> Any:
+        if type(value) is datetime and value.tzinfo is UTC:
+            return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
+        return process(value)
+
+    return text
 
 
 def _last_value_memo(process: Processor) -> Processor:

@@ -10,15 +10,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound, StatementError
 
 from core.messages import Action, Channel, OutboundMessage, ThreadRef
 from core.outbox import to_payload
 from core.persistence.database import Database, open_database
 from core.persistence.migrate import upgrade
-from core.persistence.models import Customer, Identity, OutboxRow, table_of
-from core.persistence.prepared import Prepared
+from core.persistence.models import Customer, Identity, OutboxRow, UtcDateTime, table_of
+from core.persistence.prepared import Prepared, _sqlite_utc_text
 from core.persistence.records import InsertIgnoring
 
 customers = table_of(Customer)
@@ -201,3 +204,15 @@ def test_to_payload_is_asdict_with_the_channel_value() -> None:
     expected = asdict(bare)
     expected["to"]["channel"] = "slack"
     assert to_payload(bare) == expected
+
+
+ZONES = [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=45))]
+
+
+@given(st.datetimes(timezones=st.sampled_from(ZONES)))
+def test_a_utc_datetime_is_stored_as_sqlalchemy_would(value: datetime) -> None:
+    """The fast path's text for SQLite (one isoformat for a UTC datetime) is SQLAlchemy's."""
+    dialect = sqlite_dialect()
+    theirs = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert theirs is not None
+    assert _sqlite_utc_text(theirs)(value) == theirs(value)

@@ -80,3 +80,18 @@ def test_links_reject_forged_and_non_ascii_tokens() -> None:
     assert not check_portal_token(secret, 8, 1, token)
     assert not check_portal_token(secret, 7, 1, "ünïcode")
     assert not check_action_token(secret, "ünïcode", "csat", 7, 5)
+
+
+def test_a_portal_token_is_the_documented_hmac() -> None:
+    """Links already handed out stay valid: HMAC-SHA256(secret, "portal:<id>:<version>"),
+    its first 192 bits in unpadded URL-safe base64 (docs/architecture.md, status links)."""
+    import base64
+    import hashlib
+    import hmac
+
+    from core.links import portal_token
+
+    secret = b"k" * 32
+    digest = hmac.new(secret, b"portal:7:1", hashlib.sha256).digest()[:24]
+    assert portal_token(secret, 7, 1) == base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    assert len(portal_token(secret, 7, 1)) == 32
