@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from string import Template
 
 TEXTS: dict[str, dict[str, str]] = {
@@ -66,5 +67,34 @@ TEXTS: dict[str, dict[str, str]] = {
 
 
 def render(key: str, language: str | None, **values: object) -> str:
+    """``Template(text).safe_substitute(values)``: a placeholder without a value stays as it is
+    written. From the text's pieces, split once (every acknowledgement renders two texts)."""
     table = TEXTS.get((language or "en").split("-")[0], TEXTS["en"])
-    return Template(table[key]).safe_substitute({k: str(v) for k, v in values.items()})
+    out = []
+    for literal, name, written in _pieces(table[key]):
+        out.append(literal)
+        if name:
+            value = values.get(name, _MISSING)
+            out.append(written if value is _MISSING else str(value))
+    return "".join(out)
+
+
+_MISSING = object()
+
+
+@functools.cache
+def _pieces(text: str) -> tuple[tuple[str, str, str], ...]:
+    """(literal text, placeholder name or "", the placeholder as written) in order; "$$" is a
+    literal "$", and a "$" that starts no placeholder is left as it is, as Template does."""
+    pieces = []
+    start = 0
+    for match in Template.pattern.finditer(text):
+        literal = text[start : match.start()]
+        name = match.group("named") or match.group("braced")
+        if name:
+            pieces.append((literal, name, match.group()))
+        else:  # "$$" or an invalid "$"
+            pieces.append((literal + ("$" if match.group("escaped") else match.group()), "", ""))
+        start = match.end()
+    pieces.append((text[start:], "", ""))
+    return tuple(pieces)
