@@ -29,7 +29,9 @@ do not see the fast path's statements.
 
 from __future__ import annotations
 
+import functools
 import keyword
+import operator
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -107,11 +109,17 @@ class _Plan:
     bind_processors: tuple[tuple[int, Processor], ...]  # (parameter index, bind processor)
     row: Callable[[Iterable[Any]], Any] | None  # builds a result row; None: returns no rows
     processors: tuple[tuple[int, Processor], ...]  # (column index, result processor)
+    # when every parameter is the caller's (no constant) and there are two or more: one
+    # itemgetter takes them all, in order
+    take: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
 
     def values(self, params: Mapping[str, Any]) -> list[Any]:
         """The DBAPI parameters, as SQLAlchemy would send them (the plan is only used for
         parameters with exactly the names it was compiled for, so none is missing)."""
-        out = [constant if key is None else params[key] for key, constant in self.sources]
+        if self.take is not None:
+            out = list(self.take(params))
+        else:
+            out = [constant if key is None else params[key] for key, constant in self.sources]
         for index, process in self.bind_processors:
             out[index] = process(out[index])
         return out
@@ -237,13 +245,20 @@ def _compile(statement: Executable, dialect: Dialect, names: tuple[str, ...]) ->
         keys = [c.keyname for c in columns]
         if not all(_field_name(k) for k in keys) or len(set(keys)) != len(keys):
             return None
-        row = namedtuple("Row", keys)._make  # type: ignore[misc, attr-defined]
+        # tuple.__new__ of the named tuple class: what its _make does, without a Python frame
+        row = functools.partial(tuple.__new__, namedtuple("Row", keys))  # type: ignore[misc]
         result_processors = tuple(
             (i, p)
             for i, c in enumerate(columns)
             if (p := c.type._cached_result_processor(dialect, None)) is not None
         )
-    return _Plan(compiled.string, tuple(sources), tuple(bind_processors), row, result_processors)
+    names_in_order = [key for key, _ in sources]
+    take = None
+    if len(names_in_order) > 1 and None not in names_in_order:
+        take = operator.itemgetter(*names_in_order)
+    return _Plan(
+        compiled.string, tuple(sources), tuple(bind_processors), row, result_processors, take
+    )
 
 
 def _supported(compiled: SQLCompiler) -> bool:
