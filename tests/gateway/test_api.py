@@ -223,6 +223,14 @@ async def test_health_and_metrics(server: Server, http) -> None:
     assert 'helpline_outbox_rows{channel="email",status="queued"} 1.0' in text
     assert 'helpline_events_total{type="TicketOpened"} 1.0' in text
     assert "helpline_http_request_seconds_bucket" in text
+    # the series are kept between requests: they count on
+    await submit(http, server, subject="Second printer on fire")
+    text = await (await http.get(f"{server.base_url}/metrics")).text()
+    assert 'helpline_events_total{type="TicketOpened"} 2.0' in text
+    assert (
+        'helpline_http_request_seconds_count{method="POST",route="/api/v1/messages",'
+        'status="201"} 2.0'
+    ) in text
 
 
 # -- regressions found by the schemathesis run (tests/gateway/test_schemathesis.py) ---------
