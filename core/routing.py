@@ -1104,10 +1104,15 @@ class _Index:
         for value in accepted:
             self.table[value] = self.table.get(value, 0) | bit
 
-    def baked(self) -> dict[Any, int]:
+    def others(self, everything: int) -> int:
+        """The rules of ``everything`` not decided here. Masks stay non-negative: ``&`` with a
+        negative int first copies it into its two's complement (an allocation per operation)."""
+        return everything & ~self.decides
+
+    def baked(self, everything: int) -> dict[Any, int]:
         """The table with the rules not decided here added to every entry: one lookup is then
         what the input leaves possible of this kind (``others`` when the value is not there)."""
-        others = ~self.decides
+        others = self.others(everything)
         return {value: bits | others for value, bits in self.table.items()}
 
 
@@ -1184,19 +1189,28 @@ class _Plan:
             by_mode[index.mode].append(index)
         # (source, baked table's get, the rules not decided here) per index, by mode: what
         # candidates() runs as plain values, without a call per index but the lookups
-        self.single = tuple((x.source, x.baked().get, ~x.decides) for x in by_mode[ONE])
-        self.several = tuple((x.source, x.baked().get, ~x.decides) for x in by_mode[SEVERAL])
+        self.all = everything = (1 << len(rules)) - 1
+        self.single = tuple(
+            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[ONE]
+        )
+        self.several = tuple(
+            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[SEVERAL]
+        )
         self.customer = tuple(
-            (x.source, x.baked().get, _as_given(x.baked()).get, ~x.decides)
+            (
+                x.source,
+                x.baked(everything).get,
+                _as_given(x.baked(everything)).get,
+                x.others(everything),
+            )
             for x in by_mode[CUSTOMER]
         )
         # words last: splitting the text is the one costly step here, and it is skipped when
         # no rule still possible needs it
         self.words = tuple(
-            (x.source, x.decides, frozenset(x.table), x.table.get, ~x.decides)
+            (x.source, x.decides, frozenset(x.table), x.table.get, x.others(everything))
             for x in by_mode[MANY]
         )
-        self.all = (1 << len(rules)) - 1
         self.residual = tuple(residual)
         # a rule's bit -> (its remaining conditions' tests, the rule): one lookup per candidate
         self.by_bit = {1 << i: (residual[i], rule) for i, rule in enumerate(rules)}
