@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.assign import DAYS
 from core.errors import ConfigError
 from core.routing import (
     BODY,
@@ -292,6 +293,21 @@ def test_fired_rules_explain_which_condition_matched() -> None:
     assert route(parse_rules({"rules": [{"name": "all"}]}), inp).fired[0].reason == (
         "always (no conditions)"
     )
+
+
+@pytest.mark.parametrize(
+    ("received", "local"),
+    [
+        (datetime(2026, 3, 1, 23, 0, tzinfo=UTC), "mon 00:00"),
+        (datetime(2026, 3, 2, 8, 5, 59, tzinfo=UTC), "mon 09:05"),
+        (datetime(2026, 7, 5, 21, 59, tzinfo=UTC), "sun 23:59"),  # summer time
+    ],
+)
+def test_time_explanation_is_the_local_day_and_clock(received: datetime, local: str) -> None:
+    # the clock comes from a table of "00".."59" (see TimeOfDay.explain)
+    rules = one_rule({"time": {"tz": "Europe/Berlin", "days": list(DAYS)}})
+    (fired,) = route(rules, msg(received_at=received)).fired
+    assert fired.reason == f"received {local} Europe/Berlin (within {','.join(DAYS)} Europe/Berlin)"
 
 
 def test_auto_reply_template() -> None:
