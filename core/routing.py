@@ -1163,11 +1163,15 @@ def _index_of(cond: Condition) -> tuple[Any, Iterable[Any], Any, int, bool] | No
 class _Plan:
     """Rules as bits of an int: each index turns the input's channel, inbox, priority, language,
     customer attribute values and words into the set of rules still possible, in a few dict
-    lookups; only those rules run their remaining conditions, in rule order."""
+    lookups; only those rules run their remaining conditions, in rule order.
+
+    The first rule is the highest bit: the next rule to run is then ``possible.bit_length()``,
+    a small int, instead of ``possible & -possible``, two operations on big ints (each
+    allocates, and ``&`` copies the negative one) and a lookup by a big int's hash."""
 
     __slots__ = (
         "all",
-        "by_bit",
+        "by_length",
         "customer",
         "residual",
         "rules",
@@ -1182,7 +1186,7 @@ class _Plan:
         indexes: dict[Any, _Index] = {}
         residual: list[tuple[Callable[[Facts], bool], ...]] = []
         for i, rule in enumerate(rules):
-            bit, rest, seen = 1 << i, [], set()
+            bit, rest, seen = 1 << (len(rules) - 1 - i), [], set()
             for cond in rule.conditions:
                 entry = _index_of(cond)
                 if entry is None or entry[0] in seen:  # a second one of a kind runs per rule
@@ -1224,8 +1228,10 @@ class _Plan:
             for x in by_mode[MANY]
         )
         self.residual = tuple(residual)
-        # a rule's bit -> (its remaining conditions' tests, the rule): one lookup per candidate
-        self.by_bit = {1 << i: (residual[i], rule) for i, rule in enumerate(rules)}
+        # a rule's bit's length - 1 -> (its remaining conditions' tests, the rule, its bit)
+        self.by_length = tuple(
+            (residual[i], rule, 1 << (len(rules) - 1 - i)) for i, rule in enumerate(rules)
+        )[::-1]
         # every word a keyword test of these rules can ask about (see Facts)
         self.vocabulary = frozenset(
             word
@@ -1321,11 +1327,10 @@ def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
     tags: list[str] = []
     notify: list[str] = []
     fired: list[Fired] = []
-    by_bit = plan.by_bit
+    by_length = plan.by_length
     while possible:
-        lowest = possible & -possible
-        possible ^= lowest
-        checks, rule = by_bit[lowest]
+        checks, rule, bit = by_length[possible.bit_length() - 1]  # the first rule left
+        possible ^= bit
         for check in checks:
             if not check(facts):
                 break
