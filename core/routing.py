@@ -1129,8 +1129,9 @@ class _Index:
 
 
 # How an index gets the input's value(s): ONE value (a Facts attribute), SEVERAL (language
-# tags), a CUSTOMER attribute, or MANY (the words of a text, splitting it only when needed)
-ONE, SEVERAL, CUSTOMER, MANY = 0, 1, 2, 3
+# tags), a CUSTOMER attribute, whether one is set (EXISTS: True/False), or MANY (the words of a
+# text, splitting it only when needed)
+ONE, SEVERAL, CUSTOMER, EXISTS, MANY = 0, 1, 2, 3, 4
 
 
 def _index_of(cond: Condition) -> tuple[Any, Iterable[Any], Any, int, bool] | None:
@@ -1146,7 +1147,9 @@ def _index_of(cond: Condition) -> tuple[Any, Iterable[Any], Any, int, bool] | No
         return "priority", cond._set, attrgetter("priority"), ONE, True
     if isinstance(cond, LanguageIs):
         return "language", cond._set, Facts.languages, SEVERAL, True
-    if isinstance(cond, CustomerAttr) and cond.op != "exists":
+    if isinstance(cond, CustomerAttr):
+        if cond.op == "exists":
+            return ("exists", cond.name), (cond.value,), cond.name, EXISTS, True
         return ("customer", cond.name), cond._wanted, cond.name, CUSTOMER, True
     if isinstance(cond, Keywords):
         if any(not p.required for p in cond._phrases):
@@ -1173,6 +1176,7 @@ class _Plan:
         "all",
         "by_length",
         "customer",
+        "exists",
         "residual",
         "rules",
         "several",
@@ -1200,7 +1204,7 @@ class _Plan:
                     indexes[kind] = _Index(source, mode)
                 indexes[kind].add(bit, accepted)
             residual.append(tuple(rest))
-        by_mode: list[list[_Index]] = [[], [], [], []]
+        by_mode: list[list[_Index]] = [[], [], [], [], []]
         for index in indexes.values():
             by_mode[index.mode].append(index)
         # (source, baked table's get, the rules not decided here) per index, by mode: what
@@ -1220,6 +1224,9 @@ class _Plan:
                 x.others(everything),
             )
             for x in by_mode[CUSTOMER]
+        )
+        self.exists = tuple(
+            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[EXISTS]
         )
         # words last: splitting the text is the one costly step here, and it is skipped when
         # no rule still possible needs it
@@ -1266,6 +1273,14 @@ class _Plan:
                 for one in facts.attribute(name) or ():
                     accepted |= get(one, 0)
                 possible &= accepted
+        for name, get, others in self.exists:
+            value = customer.get(name)
+            if value is None:
+                possible &= get(False, others)
+            elif type(value) is str:
+                possible &= get(value != "", others)
+            else:
+                possible &= get(facts.attribute(name) is not None, others)
         for where, decides, keys, get, others in self.words:
             if possible & decides:
                 accepted = others

@@ -589,6 +589,37 @@ def test_indexed_customer_values_agree_with_the_plain_reading(value: Any) -> Non
     assert [f.rule for f in route(CUSTOMER_RULES, inp).fired] == linear(CUSTOMER_RULES, inp)
 
 
+EXISTS_RULES = parse_rules(
+    {
+        "rules": [
+            {"name": "set", "when": {"customer": {"tier": {"exists": True}}}, "stop": False},
+            {"name": "unset", "when": {"customer": {"tier": {"exists": False}}}, "stop": False},
+            {
+                "name": "both",  # an exists test and a value test of the same attribute
+                "when": {"customer": {"tier": {"exists": True}, "region": "eu"}},
+                "stop": False,
+            },
+            {"name": "other", "when": {"customer": {"plan": {"exists": True}}}, "stop": False},
+        ]
+    }
+)
+
+
+@given(
+    st.one_of(
+        ATTRIBUTE_VALUE,
+        st.lists(st.one_of(ATTRIBUTE_VALUE, st.just({})), max_size=2),
+        st.sampled_from([None, 0, 0.0, False, True, (), {}, {"a": "vip"}, frozenset()]),
+    ),
+    st.booleans(),
+)
+def test_indexed_exists_agrees_with_the_plain_reading(value: Any, has_key: bool) -> None:
+    # "exists" is decided by the index: set, unset (missing, None, "", an empty collection)
+    customer = {"tier": value, "region": "eu"} if has_key else {"region": "eu"}
+    inp = msg(customer=customer)
+    assert [f.rule for f in route(EXISTS_RULES, inp).fired] == linear(EXISTS_RULES, inp)
+
+
 def test_evaluation_is_deterministic_and_leaves_the_input_alone() -> None:
     rules = parse_rules({"rules": RULES})
     attributes = {"tier": "vip"}
