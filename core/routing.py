@@ -221,19 +221,22 @@ class Facts:
         self.channel = str(inp.channel).lower()
         self.inbox = inp.inbox.lower() if inp.inbox else None
         self.priority = str(inp.priority).lower()
-        body = inp.body if len(inp.body) <= MAX_SCAN_CHARS else inp.body[:MAX_SCAN_CHARS]
-        # indexed by where: SUBJECT, BODY, BOTH
-        self.texts: tuple[tuple[str, ...], ...] = ((inp.subject,), (body,), (inp.subject, body))
-        self.ascii = (inp.subject.isascii(), body.isascii())  # SUBJECT, BODY: the fast paths
+        subject, body = inp.subject, inp.body
+        if len(body) > MAX_SCAN_CHARS:
+            body = body[:MAX_SCAN_CHARS]
+        self.texts = (subject, body)  # SUBJECT, BODY
+        self.ascii = (subject.isascii(), body.isascii())  # SUBJECT, BODY: the fast paths
         self._vocabulary = vocabulary
+        # by where (SUBJECT, BODY, BOTH); the caches most tickets never use are made when first
+        # used (each container made and freed per ticket costs a few hundred instructions)
         self._folded: list[str | None] = [None, None, None]
         self._lowered: list[str | None] = [None, None, None]
         self._words: list[frozenset[str] | None] = [None, None, None]
-        self._digits: list[int] = [-1, -1]  # SUBJECT, BODY; -1: not counted yet
-        self._odd: list[bool | None] = [None, None]
+        self._digits: list[int] | None = None  # SUBJECT, BODY; -1: not counted yet
+        self._odd: list[bool | None] | None = None
         self._langs: tuple[str, ...] | None = None
-        self._local: dict[str, datetime] = {}
-        self._attrs: dict[str, tuple[Any, ...] | None] = {}
+        self._local: dict[str, datetime] | None = None
+        self._attrs: dict[str, tuple[Any, ...] | None] | None = None
         # what a condition found while testing (by id), so explaining a fired rule is free
         self.found: dict[int, str] = {}
 
@@ -243,7 +246,7 @@ class Facts:
             if where == BOTH:
                 text = self.folded(SUBJECT) + "\n" + self.folded(BODY)
             else:
-                text = fold(self.texts[where][0])
+                text = fold(self.texts[where])
             self._folded[where] = text
         return text
 
@@ -254,7 +257,7 @@ class Facts:
             if where == BOTH:
                 text = self.lowered(SUBJECT) + "\n" + self.lowered(BODY)
             else:
-                raw = self.texts[where][0]
+                raw = self.texts[where]
                 if raw.isascii():
                     text = raw.lower()
                 else:
@@ -276,7 +279,7 @@ class Facts:
             else:
                 # ASCII (most tickets): fold is lower(), done by the same translate as the split
                 if self.ascii[where]:
-                    tokens: Iterable[str] = _ascii_tokens(self.texts[where][0])
+                    tokens: Iterable[str] = _ascii_tokens(self.texts[where])
                 else:
                     tokens = _tokens(self.folded(where))
                 vocabulary = self._vocabulary
@@ -286,16 +289,22 @@ class Facts:
 
     def digits(self, part: int) -> int:
         """``_digit_count`` of the subject (SUBJECT) or the body (BODY)."""
-        count = self._digits[part]
+        counts = self._digits
+        if counts is None:
+            counts = self._digits = [-1, -1]
+        count = counts[part]
         if count < 0:
-            count = self._digits[part] = _digit_count(self.texts[part][0])
+            count = counts[part] = _digit_count(self.texts[part])
         return count
 
     def odd_spaces(self, part: int) -> bool:
         """Whether the subject (SUBJECT) or the body (BODY) has \\x1c-\\x1f (see ascii_variant)."""
-        found = self._odd[part]
+        odd = self._odd
+        if odd is None:
+            odd = self._odd = [None, None]
+        found = odd[part]
         if found is None:
-            found = self._odd[part] = _ODD_SPACES.search(self.texts[part][0]) is not None
+            found = odd[part] = _ODD_SPACES.search(self.texts[part]) is not None
         return found
 
     def languages(self) -> tuple[str, ...]:
@@ -310,14 +319,20 @@ class Facts:
         return self._langs
 
     def local(self, hours: WorkingHours) -> datetime:
-        found = self._local.get(hours.tz)
+        local = self._local
+        if local is None:
+            local = self._local = {}
+        found = local.get(hours.tz)
         if found is None:
-            found = self._local[hours.tz] = hours.local(self.input.received_at)
+            found = local[hours.tz] = hours.local(self.input.received_at)
         return found
 
     def attribute(self, name: str) -> tuple[Any, ...] | None:
         """A customer attribute as comparable values (see ``_norm``); None when unset or empty."""
-        found = self._attrs.get(name, _UNSET)
+        attrs = self._attrs
+        if attrs is None:
+            attrs = self._attrs = {}
+        found = attrs.get(name, _UNSET)
         if found is not _UNSET:
             return found
         value = self.input.customer.get(name)
@@ -333,7 +348,7 @@ class Facts:
             found = (_norm(value),)
         else:
             found = ()  # a nested table is present but equals nothing
-        self._attrs[name] = found
+        attrs[name] = found
         return found
 
 
@@ -925,11 +940,11 @@ class Matches:
                 if run is not None and (facts.ascii[part] or facts.digits(part) < _MANY):
                     # all in one run of its characters (when re's \d is only 0-9 in the text;
                     # a text without enough digits has no such run either)
-                    if not run.found_in(facts.texts[part][0]):
+                    if not run.found_in(facts.texts[part]):
                         continue
                 elif digits > 1 and facts.digits(part) < digits:
                     continue
-                text = facts.texts[part][0]
+                text = facts.texts[part]
                 if not facts.ascii[part]:
                     found = regex.search(text)
                 else:
