@@ -782,6 +782,15 @@ class DigitRun(NamedTuple):
     separators: bytes
     needle: str
     loose: bytes  # digits and separators as "d": a faster translate (nothing deleted)
+    wide: bytes  # ``loose`` for UTF-8 of any script (see may_be_in)
+
+    def may_be_in(self, text: str) -> bool:
+        """Whether ``text`` (any script: re's ``\\d`` may match other digits than 0-9) may hold
+        such a run: each character that may be a digit counts as one "d" (its UTF-8 lead byte
+        "d" if some digit's UTF-8 starts with it, the following bytes deleted). Rules out most
+        non-ASCII text (CJK, accented Latin) without looking for other scripts' digits."""
+        data = text.encode("utf-8", "surrogatepass").translate(self.wide, _UTF8_FOLLOWING)
+        return self.needle in data.decode("ascii")
 
     def found_in(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
@@ -810,7 +819,16 @@ def digit_run(pattern: str, digits: int) -> DigitRun | None:
         return None
     separators = "".join(sorted(alphabet - set(_DIGIT_CHARS))).encode("ascii")
     loose = bytes(ord("d") if chr(c) in alphabet else ord("x") for c in range(256))
-    return DigitRun(separators, "d" * digits, loose)
+    leads = bytes(ord("d") if c in _DIGIT_LEADS else ord("x") for c in range(128, 256))
+    return DigitRun(separators, "d" * digits, loose, loose[:128] + leads)
+
+
+# The first bytes of the UTF-8 of every non-ASCII character re's \d matches (Unicode decimal
+# digits: Arabic-Indic, Devanagari..., Myanmar, fullwidth, the supplementary planes'; a test
+# checks the list against the running Python's Unicode database), and the bytes that follow a
+# first byte in UTF-8
+_DIGIT_LEADS = frozenset(b"\xd9\xdb\xdf\xe0\xe1\xea\xef\xf0")
+_UTF8_FOLLOWING = bytes(range(0x80, 0xC0))
 
 
 _ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
@@ -937,10 +955,18 @@ class Matches:
                 # for them is far cheaper than a search that cannot succeed without them.
                 if literal is not None and literal not in facts.lowered(part):
                     continue
-                if run is not None and (facts.ascii[part] or facts.digits(part) < _MANY):
-                    # all in one run of its characters (when re's \d is only 0-9 in the text;
-                    # a text without enough digits has no such run either)
-                    if not run.found_in(facts.texts[part]):
+                if run is not None:
+                    # all in one run of its characters (a text without enough digits has no
+                    # such run either): exactly where re's \d is only 0-9 in the text (ASCII,
+                    # or no other script's digits), else counting any possible digit
+                    text = facts.texts[part]
+                    if facts.ascii[part]:
+                        possible = run.found_in(text)
+                    else:
+                        possible = run.may_be_in(text) and (
+                            facts.digits(part) == _MANY or run.found_in(text)
+                        )
+                    if not possible:
                         continue
                 elif digits > 1 and facts.digits(part) < digits:
                     continue

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from core.assign import DAYS
 from core.errors import ConfigError
 from core.routing import (
+    _DIGIT_LEADS,
     BODY,
     BOTH,
     SUBJECT,
@@ -845,8 +846,18 @@ def test_digit_run_only_for_digits_and_separators(pattern: str, usable: bool) ->
     assert (digit_run(pattern, min_digits(pattern)) is not None) is usable
 
 
-# other scripts' digits (Arabic-Indic, fullwidth) are \d too: then the run test is skipped
-@given(st.text(alphabet="0123456789 -.:/x\né\u0663\uff15", max_size=60))
+# other scripts' digits are \d too (Arabic-Indic, Devanagari, Myanmar, Vai, fullwidth,
+# mathematical), next to CJK and fullwidth punctuation; chunks of digits reach 13 in a run
+OTHER_DIGITS = "\u0663\u0966\u1040\ua620\uff15\U0001d7ce"
+RUN_TEXT = st.one_of(
+    st.text(alphabet=f"0123456789 -.:/x\né退，{OTHER_DIGITS}", max_size=60),
+    st.lists(
+        st.sampled_from(["4111", "12", " ", "-", "x", "é", "退", "，", *OTHER_DIGITS]), max_size=30
+    ).map("".join),
+)
+
+
+@given(RUN_TEXT)
 @pytest.mark.parametrize(
     "pattern", [r"\b(?:\d[ -]?){13,16}\b", r"[0-9]{2}-[0-9]{2}", r"\d{3}\.\d{3}"]
 )
@@ -856,6 +867,18 @@ def test_digit_run_never_rules_out_a_match(pattern: str, text: str) -> None:
     rules = one_rule({"body_regex": pattern})
     expected = re.search(pattern, text, re.IGNORECASE) is not None
     assert route(rules, msg(body=text)).matched is expected
+
+
+def test_digit_leads_are_those_of_every_digit_re_knows() -> None:
+    # the digit-run test of non-ASCII text counts a character as a possible digit by the first
+    # byte of its UTF-8: every character re's \d matches beyond 0-9 must start with one of these
+    digit = re.compile(r"\d", re.IGNORECASE)
+    leads = {
+        chr(c).encode("utf-8", "surrogatepass")[0]
+        for c in range(0x80, 0x110000)
+        if digit.match(chr(c))
+    }
+    assert leads <= _DIGIT_LEADS
 
 
 LITERAL_PATTERNS = [r"\bINV-\d{2}\b", r"\binvoice\b", r"发票", r"o\s*rder"]
