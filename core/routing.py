@@ -1220,6 +1220,7 @@ class _Plan:
         "exists",
         "residual",
         "rules",
+        "seen",
         "several",
         "single",
         "vocabulary",
@@ -1251,6 +1252,8 @@ class _Plan:
         # (source, baked table's get, the rules not decided here) per index, by mode: what
         # candidates() runs as plain values, without a call per index but the lookups
         self.all = everything = (1 << len(rules)) - 1
+        # (channel, inbox, priority, language) -> the rules those leave possible (a cache)
+        self.seen: dict[tuple[str, str | None, str, str | None], int] = {}
         self.single = tuple(
             (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[ONE]
         )
@@ -1290,14 +1293,21 @@ class _Plan:
         )
 
     def candidates(self, facts: Facts) -> int:
-        possible = self.all
-        for value_of, get, others in self.single:
-            possible &= get(value_of(facts), others)
-        for values_of, get, others in self.several:
-            accepted = others
-            for value in values_of(facts):
-                accepted |= get(value, 0)
-            possible &= accepted
+        # The ONE and SEVERAL indexes read only the channel, inbox, priority and language, a
+        # few values that repeat from ticket to ticket: the rules they leave are remembered per
+        # combination (the language as given, a plain str or None: its tags follow from it).
+        language = facts.input.language
+        if language is not None and type(language) is not str:
+            possible = self._by_channel_and_language(facts)
+        else:
+            key = (facts.channel, facts.inbox, facts.priority, language)
+            found = self.seen.get(key)
+            if found is None:
+                found = self._by_channel_and_language(facts)
+                if len(self.seen) >= _SEEN_MAX:  # bounded: values are not a closed set
+                    self.seen.clear()
+                self.seen[key] = found
+            possible = found
         customer = facts.input.customer
         for name, get, get_as_given, others in self.customer:
             value = customer.get(name)
@@ -1329,6 +1339,20 @@ class _Plan:
                     accepted |= get(word, 0)
                 possible &= accepted
         return possible
+
+    def _by_channel_and_language(self, facts: Facts) -> int:
+        possible = self.all
+        for value_of, get, others in self.single:
+            possible &= get(value_of(facts), others)
+        for values_of, get, others in self.several:
+            accepted = others
+            for value in values_of(facts):
+                accepted |= get(value, 0)
+            possible &= accepted
+        return possible
+
+
+_SEEN_MAX = 4096
 
 
 def _as_given(baked: dict[Any, int]) -> dict[Any, int]:

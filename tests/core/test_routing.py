@@ -7,6 +7,7 @@ import re
 import unicodedata
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core import routing
 from core.assign import DAYS
 from core.errors import ConfigError
 from core.routing import (
@@ -619,6 +621,58 @@ def test_indexed_exists_agrees_with_the_plain_reading(value: Any, has_key: bool)
     customer = {"tier": value, "region": "eu"} if has_key else {"region": "eu"}
     inp = msg(customer=customer)
     assert [f.rule for f in route(EXISTS_RULES, inp).fired] == linear(EXISTS_RULES, inp)
+
+
+class Lang(StrEnum):
+    ZH_TW = "zh_TW"
+
+
+TICKET_RULES = parse_rules(
+    {
+        "rules": [
+            {"name": "zh", "when": {"language": ["zh"]}, "stop": False},
+            {"name": "zh-tw", "when": {"language": ["zh-tw"], "inbox": ["billing"]}, "stop": False},
+            {
+                "name": "urgent",
+                "when": {"priority": ["urgent"], "channel": ["slack"]},
+                "stop": False,
+            },
+            {"name": "no-inbox", "when": {"inbox": ["sales", "billing"]}, "stop": False},
+            {"name": "en-web", "when": {"language": ["en"], "channel": ["web"]}},
+            {"name": "all"},
+        ]
+    }
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["web", "WEB", "slack", "email"]),
+            st.sampled_from([None, "", "billing", "Billing", "sales"]),
+            st.sampled_from(["urgent", "URGENT", Priority.URGENT, "normal"]),
+            st.sampled_from([None, "", "en", "EN", "zh", "zh-TW", "zh_tw ", Lang.ZH_TW, "de"]),
+        ),
+        max_size=12,
+    )
+)
+def test_remembered_channel_and_language_agree_with_the_plain_reading(
+    tickets: list[tuple[str, str | None, str, str | None]],
+) -> None:
+    # the rules a ticket's channel, inbox, priority and language leave are remembered by those
+    # values (the language as given), across tickets and rule sets' lifetimes
+    for channel, inbox, priority, language in tickets:
+        inp = msg(channel=channel, inbox=inbox, priority=priority, language=language)
+        assert [f.rule for f in route(TICKET_RULES, inp).fired] == linear(TICKET_RULES, inp)
+
+
+def test_remembered_values_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "_SEEN_MAX", 2)
+    rules = parse_rules({"rules": [{"name": "de", "when": {"language": ["de"]}}]})
+    for language in ["de", "en", "fr", "de", "de-AT", "en"]:
+        fired = route(rules, msg(language=language)).fired
+        assert [f.rule for f in fired] == (["de"] if language.startswith("de") else [])
+        assert len(rules.plan.seen) <= 2
 
 
 def test_evaluation_is_deterministic_and_leaves_the_input_alone() -> None:
