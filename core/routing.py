@@ -342,7 +342,7 @@ class Facts:
             found = None
         elif isinstance(value, str):
             found = (value.strip().casefold(),)
-        elif isinstance(value, list | tuple | set | frozenset):
+        elif isinstance(value, _COLLECTIONS):
             found = tuple(_norm(v) for v in value if isinstance(v, _SCALARS))
         elif isinstance(value, _SCALARS):
             found = (_norm(value),)
@@ -463,6 +463,7 @@ class PriorityIs:
 
 
 _SCALARS = (str, bool, int, float)
+_COLLECTIONS = (list, tuple, set, frozenset)  # a tuple: `list | tuple | ...` is built per use
 
 
 def _norm(value: Any) -> Any:
@@ -1321,8 +1322,12 @@ class _Plan:
                 possible &= others
             else:
                 accepted = others
-                for one in facts.attribute(name) or ():
-                    accepted |= get(one, 0)
+                if type(value) is list and all(map(_is_str, value)):  # tags: a list of strings
+                    for one in value:
+                        accepted |= get_as_given(one) or get(one.strip().casefold(), 0)
+                else:
+                    for one in facts.attribute(name) or ():
+                        accepted |= get(one, 0)
                 possible &= accepted
         for name, get, others in self.exists:
             value = customer.get(name)
@@ -1353,6 +1358,7 @@ class _Plan:
 
 
 _SEEN_MAX = 4096
+_is_str = str.__instancecheck__  # isinstance(x, str) as a one-argument C function, for map
 
 
 def _as_given(baked: dict[Any, int]) -> dict[Any, int]:

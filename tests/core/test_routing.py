@@ -564,6 +564,10 @@ def test_indexed_evaluation_agrees_with_the_plain_reading() -> None:
         assert [f.rule for f in route(list(rules), inp).fired] == expected
 
 
+class Tier(StrEnum):
+    VIP = " VIP"
+
+
 ATTRIBUTE_VALUE = st.text(alphabet="vIp ßS\t", max_size=4)
 CUSTOMER_RULES = parse_rules(
     {
@@ -582,8 +586,11 @@ CUSTOMER_RULES = parse_rules(
 @given(
     st.one_of(
         ATTRIBUTE_VALUE,
-        st.lists(ATTRIBUTE_VALUE, max_size=3),
-        st.sampled_from([None, 5, 5.0, True, {"a": "vip"}]),
+        st.lists(ATTRIBUTE_VALUE, max_size=3),  # tags: strings only (a fast path)
+        st.lists(
+            st.one_of(ATTRIBUTE_VALUE, st.sampled_from([5, True, None, Tier.VIP])), max_size=3
+        ),
+        st.sampled_from([None, 5, 5.0, True, {"a": "vip"}, ("vip",), Tier.VIP]),
     )
 )
 def test_indexed_customer_values_agree_with_the_plain_reading(value: Any) -> None:
