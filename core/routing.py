@@ -205,6 +205,7 @@ class Facts:
         "_local",
         "_lowered",
         "_odd",
+        "_shaped",
         "_vocabulary",
         "_words",
         "ascii",
@@ -234,6 +235,7 @@ class Facts:
         self._words: list[frozenset[str] | None] = [None, None, None]
         self._digits: list[int] | None = None  # SUBJECT, BODY; -1: not counted yet
         self._odd: list[bool | None] | None = None
+        self._shaped: list[str | None] | None = None
         self._langs: tuple[str, ...] | None = None
         self._local: dict[str, datetime] | None = None
         self._attrs: dict[str, tuple[Any, ...] | None] | None = None
@@ -267,6 +269,18 @@ class Facts:
                     text = raw.replace("\u0130", "i").lower()
                     text = text.replace("\u0131", "i").replace("\u017f", "s")
             self._lowered[where] = text
+        return text
+
+    def shaped(self, part: int) -> str:
+        """The ASCII subject (SUBJECT) or body (BODY) lowered, each digit as "0" (see
+        ``shape_prefix``)."""
+        shaped = self._shaped
+        if shaped is None:
+            shaped = self._shaped = [None, None]
+        text = shaped[part]
+        if text is None:
+            text = self.texts[part].encode("ascii").translate(_SHAPES).decode("ascii")
+            shaped[part] = text
         return text
 
     def words(self, where: int) -> frozenset[str]:
@@ -534,6 +548,7 @@ class CustomerAttr:
 class _Compiled(NamedTuple):
     literal: str | None  # see required_literal
     prefix: str | None  # see literal_prefix
+    shape: str | None  # see shape_prefix
     digits: int  # see min_digits
     run: DigitRun | None  # see digit_run
     regex: re.Pattern[str]
@@ -669,6 +684,41 @@ def _literal_runs(pattern: str) -> list[str]:
         run = ""
     runs.append(run)
     return runs
+
+
+def shape_prefix(pattern: str) -> str | None:
+    """What every match of ``pattern`` starts with (after zero-width assertions) in ASCII text
+    lowered with each digit as "0" (``Facts.shaped``): its literal prefix and the digits that
+    follow (``\\bE\\d{3,5}\\b``: "e000"), so a search starts where a match can. None when that
+    says no more than ``literal_prefix``: a prefix that is common alone ("e") is rare with its
+    digits, and re finds no literal to skip to in a pattern starting with ``\\b``."""
+    try:
+        parsed = _sre_parser.parse(pattern, re.IGNORECASE)
+    except Exception:  # private API, like required_literal's: no prefilter without it
+        return None
+    shape = ""
+    for op, arg in parsed:
+        if op is _sre.AT:
+            continue  # zero-width
+        if op is _sre.LITERAL and arg < 128:
+            # in ASCII text a letter matches itself in either case only
+            shape += "0" if 48 <= arg <= 57 else chr(arg).lower()
+        elif _is_digit_class(op, arg):
+            shape += "0"
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            low, high, item = arg
+            if len(item) != 1 or not _is_digit_class(*item[0]):
+                break
+            shape += "0" * low
+            if high != low:
+                break
+        else:
+            break
+    return shape if len(shape) > len(literal_prefix(pattern) or "") else None
+
+
+# ASCII -> lowered, digits as "0" (see shape_prefix)
+_SHAPES = bytes.maketrans(bytes(range(65, 91)) + b"0123456789", bytes(range(97, 123)) + b"0" * 10)
 
 
 def _is_digit_class(op: Any, arg: Any) -> bool:
@@ -923,6 +973,7 @@ class Matches:
                 _Compiled(
                     required_literal(pattern),
                     literal_prefix(pattern),
+                    shape_prefix(pattern),
                     digits := min_digits(pattern),
                     digit_run(pattern, digits),
                     regex,
@@ -950,43 +1001,47 @@ class Matches:
             else:
                 return False
         parts = _PARTS[self.where]
-        for literal, prefix, digits, run, regex, ascii, shown in self._compiled:
+        for literal, prefix, shape, digits, run, regex, ascii, shown in self._compiled:
             for part in parts:
                 # A match lies in one text and contains the literal and the digits: testing
                 # for them is far cheaper than a search that cannot succeed without them.
                 if literal is not None and literal not in facts.lowered(part):
                     continue
-                if run is not None:
-                    # all in one run of its characters (a text without enough digits has no
-                    # such run either): exactly where re's \d is only 0-9 in the text (ASCII,
-                    # or no other script's digits), else counting any possible digit
-                    text = facts.texts[part]
-                    if facts.ascii[part]:
-                        possible = run.found_in(text)
-                    else:
-                        possible = run.may_be_in(text) and (
-                            facts.digits(part) == _MANY or run.found_in(text)
-                        )
-                    if not possible:
-                        continue
-                elif digits > 1 and facts.digits(part) < digits:
-                    continue
                 text = facts.texts[part]
-                if not facts.ascii[part]:
-                    found = regex.search(text)
-                else:
+                if facts.ascii[part]:
+                    # re's \d is 0-9 here: a match lies in one run of its characters (see
+                    # digit_run); with a shape, looking for it below is the cheaper test
+                    if run is not None:
+                        if not run.found_in(text):
+                            continue
+                    elif shape is None and digits > 1 and facts.digits(part) < digits:
+                        continue
+                    # every match starts with the shape or prefix: none before its first
+                    # occurrence (the shaped and lowered texts have the same indices; a search
+                    # from there still sees the characters before it, for \b and lookbehinds)
+                    start = 0
+                    if shape is not None:
+                        start = facts.shaped(part).find(shape)
+                    elif prefix is not None:
+                        start = facts.lowered(part).find(prefix)
+                    if start < 0:
+                        continue
                     search = regex.search
                     if ascii is not None and not (ascii[1] and facts.odd_spaces(part)):
                         search = ascii[0].search
-                    start = 0
-                    if prefix is not None:
-                        # every match starts with the prefix: none before its first occurrence
-                        # (ASCII: the lowered text has the same indices; a search from there
-                        # still sees the characters before it, for \b and lookbehinds)
-                        start = facts.lowered(part).find(prefix)
-                        if start < 0:
-                            continue
                     found = search(text, start)
+                else:
+                    if run is not None:
+                        # exactly where re's \d is only 0-9 in the text (no other script's
+                        # digits), else counting any character that may be a digit
+                        possible = run.may_be_in(text) and (
+                            facts.digits(part) == _MANY or run.found_in(text)
+                        )
+                        if not possible:
+                            continue
+                    elif digits > 1 and facts.digits(part) < digits:
+                        continue
+                    found = regex.search(text)
                 if found:
                     # the pattern, not the matched text: that may be a card number, and the
                     # explanation goes into the ticket's history

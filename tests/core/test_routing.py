@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from core import routing
@@ -40,6 +40,7 @@ from core.routing import (
     render_auto_reply,
     required_literal,
     route,
+    shape_prefix,
     words_of,
 )
 from core.tickets import Priority
@@ -816,6 +817,47 @@ def test_min_digits(pattern: str, digits: int) -> None:
 )
 def test_literal_prefix(pattern: str, prefix: str | None) -> None:
     assert literal_prefix(pattern) == prefix
+
+
+@pytest.mark.parametrize(
+    ("pattern", "shape"),
+    [
+        (r"\bE\d{3,5}\b", "e000"),
+        (r"\bINV-\d{6}\b", "inv-000000"),
+        (r"x\d+y", "x0"),  # a repeat of unknown length ends it
+        (r"\d\d-[0-9]", "00-0"),
+        (r"(?<=a)e\d", None),  # a lookbehind first
+        (r"\b1Z[0-9A-Z]{16}\b", None),  # no more than its literal prefix ("1z")
+        (r"\border\s*\d{5,}", None),
+        (r"\bE\w\d", None),
+        (r"é\d{3}", None),  # not ASCII
+    ],
+)
+def test_shape_prefix(pattern: str, shape: str | None) -> None:
+    assert shape_prefix(pattern) == shape
+
+
+SHAPE_PATTERNS = [
+    r"\bE\d{3,5}\b",
+    r"E\d{1,3}-\d",
+    r"\bINV-\d{2}\b",
+    r"e\d\d(?!x)",
+    r"(?<=x)E\d",
+    r"\d-\d\b",
+]
+
+
+@example("see E12-3", r"E\d{1,3}-\d")
+@example("xe12 E1234.", r"\bE\d{3,5}\b")
+@given(st.text(alphabet="eE0123 -_xINVé\u0663\x1c", max_size=30), st.sampled_from(SHAPE_PATTERNS))
+def test_shape_prefix_never_rules_out_a_match(text: str, pattern: str) -> None:
+    # ASCII text: the search starts at the shape's first occurrence, the digit count is skipped
+    for rules, inp in (
+        (one_rule({"body_regex": pattern}), msg(body=text)),
+        (one_rule({"regex": pattern}), msg(subject=text, body="-")),
+    ):
+        expected = re.search(pattern, text, re.IGNORECASE) is not None
+        assert route(rules, inp).matched is expected
 
 
 @pytest.mark.parametrize(
