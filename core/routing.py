@@ -205,6 +205,7 @@ class Facts:
         "_local",
         "_lowered",
         "_odd",
+        "_shaped",
         "_vocabulary",
         "_words",
         "ascii",
@@ -221,19 +222,23 @@ class Facts:
         self.channel = str(inp.channel).lower()
         self.inbox = inp.inbox.lower() if inp.inbox else None
         self.priority = str(inp.priority).lower()
-        body = inp.body if len(inp.body) <= MAX_SCAN_CHARS else inp.body[:MAX_SCAN_CHARS]
-        # indexed by where: SUBJECT, BODY, BOTH
-        self.texts: tuple[tuple[str, ...], ...] = ((inp.subject,), (body,), (inp.subject, body))
-        self.ascii = (inp.subject.isascii(), body.isascii())  # SUBJECT, BODY: the fast paths
+        subject, body = inp.subject, inp.body
+        if len(body) > MAX_SCAN_CHARS:
+            body = body[:MAX_SCAN_CHARS]
+        self.texts = (subject, body)  # SUBJECT, BODY
+        self.ascii = (subject.isascii(), body.isascii())  # SUBJECT, BODY: the fast paths
         self._vocabulary = vocabulary
+        # by where (SUBJECT, BODY, BOTH); the caches most tickets never use are made when first
+        # used (each container made and freed per ticket costs a few hundred instructions)
         self._folded: list[str | None] = [None, None, None]
         self._lowered: list[str | None] = [None, None, None]
         self._words: list[frozenset[str] | None] = [None, None, None]
-        self._digits: list[int] = [-1, -1]  # SUBJECT, BODY; -1: not counted yet
-        self._odd: list[bool | None] = [None, None]
+        self._digits: list[int] | None = None  # SUBJECT, BODY; -1: not counted yet
+        self._odd: list[bool | None] | None = None
+        self._shaped: list[str | None] | None = None
         self._langs: tuple[str, ...] | None = None
-        self._local: dict[str, datetime] = {}
-        self._attrs: dict[str, tuple[Any, ...] | None] = {}
+        self._local: dict[str, datetime] | None = None
+        self._attrs: dict[str, tuple[Any, ...] | None] | None = None
         # what a condition found while testing (by id), so explaining a fired rule is free
         self.found: dict[int, str] = {}
 
@@ -243,7 +248,7 @@ class Facts:
             if where == BOTH:
                 text = self.folded(SUBJECT) + "\n" + self.folded(BODY)
             else:
-                text = fold(self.texts[where][0])
+                text = fold(self.texts[where])
             self._folded[where] = text
         return text
 
@@ -254,7 +259,7 @@ class Facts:
             if where == BOTH:
                 text = self.lowered(SUBJECT) + "\n" + self.lowered(BODY)
             else:
-                raw = self.texts[where][0]
+                raw = self.texts[where]
                 if raw.isascii():
                     text = raw.lower()
                 else:
@@ -264,6 +269,18 @@ class Facts:
                     text = raw.replace("\u0130", "i").lower()
                     text = text.replace("\u0131", "i").replace("\u017f", "s")
             self._lowered[where] = text
+        return text
+
+    def shaped(self, part: int) -> str:
+        """The ASCII subject (SUBJECT) or body (BODY) lowered, each digit as "0" (see
+        ``shape_prefix``)."""
+        shaped = self._shaped
+        if shaped is None:
+            shaped = self._shaped = [None, None]
+        text = shaped[part]
+        if text is None:
+            text = self.texts[part].encode("ascii").translate(_SHAPES).decode("ascii")
+            shaped[part] = text
         return text
 
     def words(self, where: int) -> frozenset[str]:
@@ -276,7 +293,7 @@ class Facts:
             else:
                 # ASCII (most tickets): fold is lower(), done by the same translate as the split
                 if self.ascii[where]:
-                    tokens: Iterable[str] = _ascii_tokens(self.texts[where][0])
+                    tokens: Iterable[str] = _ascii_tokens(self.texts[where])
                 else:
                     tokens = _tokens(self.folded(where))
                 vocabulary = self._vocabulary
@@ -286,16 +303,22 @@ class Facts:
 
     def digits(self, part: int) -> int:
         """``_digit_count`` of the subject (SUBJECT) or the body (BODY)."""
-        count = self._digits[part]
+        counts = self._digits
+        if counts is None:
+            counts = self._digits = [-1, -1]
+        count = counts[part]
         if count < 0:
-            count = self._digits[part] = _digit_count(self.texts[part][0])
+            count = counts[part] = _digit_count(self.texts[part])
         return count
 
     def odd_spaces(self, part: int) -> bool:
         """Whether the subject (SUBJECT) or the body (BODY) has \\x1c-\\x1f (see ascii_variant)."""
-        found = self._odd[part]
+        odd = self._odd
+        if odd is None:
+            odd = self._odd = [None, None]
+        found = odd[part]
         if found is None:
-            found = self._odd[part] = _ODD_SPACES.search(self.texts[part][0]) is not None
+            found = odd[part] = _ODD_SPACES.search(self.texts[part]) is not None
         return found
 
     def languages(self) -> tuple[str, ...]:
@@ -310,14 +333,20 @@ class Facts:
         return self._langs
 
     def local(self, hours: WorkingHours) -> datetime:
-        found = self._local.get(hours.tz)
+        local = self._local
+        if local is None:
+            local = self._local = {}
+        found = local.get(hours.tz)
         if found is None:
-            found = self._local[hours.tz] = hours.local(self.input.received_at)
+            found = local[hours.tz] = hours.local(self.input.received_at)
         return found
 
     def attribute(self, name: str) -> tuple[Any, ...] | None:
         """A customer attribute as comparable values (see ``_norm``); None when unset or empty."""
-        found = self._attrs.get(name, _UNSET)
+        attrs = self._attrs
+        if attrs is None:
+            attrs = self._attrs = {}
+        found = attrs.get(name, _UNSET)
         if found is not _UNSET:
             return found
         value = self.input.customer.get(name)
@@ -327,13 +356,13 @@ class Facts:
             found = None
         elif isinstance(value, str):
             found = (value.strip().casefold(),)
-        elif isinstance(value, list | tuple | set | frozenset):
+        elif isinstance(value, _COLLECTIONS):
             found = tuple(_norm(v) for v in value if isinstance(v, _SCALARS))
         elif isinstance(value, _SCALARS):
             found = (_norm(value),)
         else:
             found = ()  # a nested table is present but equals nothing
-        self._attrs[name] = found
+        attrs[name] = found
         return found
 
 
@@ -448,6 +477,7 @@ class PriorityIs:
 
 
 _SCALARS = (str, bool, int, float)
+_COLLECTIONS = (list, tuple, set, frozenset)  # a tuple: `list | tuple | ...` is built per use
 
 
 def _norm(value: Any) -> Any:
@@ -518,6 +548,7 @@ class CustomerAttr:
 class _Compiled(NamedTuple):
     literal: str | None  # see required_literal
     prefix: str | None  # see literal_prefix
+    shape: str | None  # see shape_prefix
     digits: int  # see min_digits
     run: DigitRun | None  # see digit_run
     regex: re.Pattern[str]
@@ -655,6 +686,41 @@ def _literal_runs(pattern: str) -> list[str]:
     return runs
 
 
+def shape_prefix(pattern: str) -> str | None:
+    """What every match of ``pattern`` starts with (after zero-width assertions) in ASCII text
+    lowered with each digit as "0" (``Facts.shaped``): its literal prefix and the digits that
+    follow (``\\bE\\d{3,5}\\b``: "e000"), so a search starts where a match can. None when that
+    says no more than ``literal_prefix``: a prefix that is common alone ("e") is rare with its
+    digits, and re finds no literal to skip to in a pattern starting with ``\\b``."""
+    try:
+        parsed = _sre_parser.parse(pattern, re.IGNORECASE)
+    except Exception:  # private API, like required_literal's: no prefilter without it
+        return None
+    shape = ""
+    for op, arg in parsed:
+        if op is _sre.AT:
+            continue  # zero-width
+        if op is _sre.LITERAL and arg < 128:
+            # in ASCII text a letter matches itself in either case only
+            shape += "0" if 48 <= arg <= 57 else chr(arg).lower()
+        elif _is_digit_class(op, arg):
+            shape += "0"
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT):
+            low, high, item = arg
+            if len(item) != 1 or not _is_digit_class(*item[0]):
+                break
+            shape += "0" * low
+            if high != low:
+                break
+        else:
+            break
+    return shape if len(shape) > len(literal_prefix(pattern) or "") else None
+
+
+# ASCII -> lowered, digits as "0" (see shape_prefix)
+_SHAPES = bytes.maketrans(bytes(range(65, 91)) + b"0123456789", bytes(range(97, 123)) + b"0" * 10)
+
+
 def _is_digit_class(op: Any, arg: Any) -> bool:
     """Whether one parsed element matches only characters re's ``\\d`` matches."""
     if op is _sre.LITERAL:
@@ -767,6 +833,15 @@ class DigitRun(NamedTuple):
     separators: bytes
     needle: str
     loose: bytes  # digits and separators as "d": a faster translate (nothing deleted)
+    wide: bytes  # ``loose`` for UTF-8 of any script (see may_be_in)
+
+    def may_be_in(self, text: str) -> bool:
+        """Whether ``text`` (any script: re's ``\\d`` may match other digits than 0-9) may hold
+        such a run: each character that may be a digit counts as one "d" (its UTF-8 lead byte
+        "d" if some digit's UTF-8 starts with it, the following bytes deleted). Rules out most
+        non-ASCII text (CJK, accented Latin) without looking for other scripts' digits."""
+        data = text.encode("utf-8", "surrogatepass").translate(self.wide, _UTF8_FOLLOWING)
+        return self.needle in data.decode("ascii")
 
     def found_in(self, text: str) -> bool:
         data = text.encode("utf-8", "surrogatepass")
@@ -795,7 +870,16 @@ def digit_run(pattern: str, digits: int) -> DigitRun | None:
         return None
     separators = "".join(sorted(alphabet - set(_DIGIT_CHARS))).encode("ascii")
     loose = bytes(ord("d") if chr(c) in alphabet else ord("x") for c in range(256))
-    return DigitRun(separators, "d" * digits, loose)
+    leads = bytes(ord("d") if c in _DIGIT_LEADS else ord("x") for c in range(128, 256))
+    return DigitRun(separators, "d" * digits, loose, loose[:128] + leads)
+
+
+# The first bytes of the UTF-8 of every non-ASCII character re's \d matches (Unicode decimal
+# digits: Arabic-Indic, Devanagari..., Myanmar, fullwidth, the supplementary planes'; a test
+# checks the list against the running Python's Unicode database), and the bytes that follow a
+# first byte in UTF-8
+_DIGIT_LEADS = frozenset(b"\xd9\xdb\xdf\xe0\xe1\xea\xef\xf0")
+_UTF8_FOLLOWING = bytes(range(0x80, 0xC0))
 
 
 _ASCII_SAME = object()  # a pattern that means the same under re.ASCII in ASCII text
@@ -889,6 +973,7 @@ class Matches:
                 _Compiled(
                     required_literal(pattern),
                     literal_prefix(pattern),
+                    shape_prefix(pattern),
                     digits := min_digits(pattern),
                     digit_run(pattern, digits),
                     regex,
@@ -916,35 +1001,47 @@ class Matches:
             else:
                 return False
         parts = _PARTS[self.where]
-        for literal, prefix, digits, run, regex, ascii, shown in self._compiled:
+        for literal, prefix, shape, digits, run, regex, ascii, shown in self._compiled:
             for part in parts:
                 # A match lies in one text and contains the literal and the digits: testing
                 # for them is far cheaper than a search that cannot succeed without them.
                 if literal is not None and literal not in facts.lowered(part):
                     continue
-                if run is not None and (facts.ascii[part] or facts.digits(part) < _MANY):
-                    # all in one run of its characters (when re's \d is only 0-9 in the text;
-                    # a text without enough digits has no such run either)
-                    if not run.found_in(facts.texts[part][0]):
+                text = facts.texts[part]
+                if facts.ascii[part]:
+                    # re's \d is 0-9 here: a match lies in one run of its characters (see
+                    # digit_run); with a shape, looking for it below is the cheaper test
+                    if run is not None:
+                        if not run.found_in(text):
+                            continue
+                    elif shape is None and digits > 1 and facts.digits(part) < digits:
                         continue
-                elif digits > 1 and facts.digits(part) < digits:
-                    continue
-                text = facts.texts[part][0]
-                if not facts.ascii[part]:
-                    found = regex.search(text)
-                else:
+                    # every match starts with the shape or prefix: none before its first
+                    # occurrence (the shaped and lowered texts have the same indices; a search
+                    # from there still sees the characters before it, for \b and lookbehinds)
+                    start = 0
+                    if shape is not None:
+                        start = facts.shaped(part).find(shape)
+                    elif prefix is not None:
+                        start = facts.lowered(part).find(prefix)
+                    if start < 0:
+                        continue
                     search = regex.search
                     if ascii is not None and not (ascii[1] and facts.odd_spaces(part)):
                         search = ascii[0].search
-                    start = 0
-                    if prefix is not None:
-                        # every match starts with the prefix: none before its first occurrence
-                        # (ASCII: the lowered text has the same indices; a search from there
-                        # still sees the characters before it, for \b and lookbehinds)
-                        start = facts.lowered(part).find(prefix)
-                        if start < 0:
-                            continue
                     found = search(text, start)
+                else:
+                    if run is not None:
+                        # exactly where re's \d is only 0-9 in the text (no other script's
+                        # digits), else counting any character that may be a digit
+                        possible = run.may_be_in(text) and (
+                            facts.digits(part) == _MANY or run.found_in(text)
+                        )
+                        if not possible:
+                            continue
+                    elif digits > 1 and facts.digits(part) < digits:
+                        continue
+                    found = regex.search(text)
                 if found:
                     # the pattern, not the matched text: that may be a card number, and the
                     # explanation goes into the ticket's history
@@ -964,16 +1061,24 @@ class TimeOfDay:
     midnight belongs to the day it starts on). DST is the zone's: 18:00 is 18:00 local."""
 
     window: WorkingHours
+    _within: str = field(init=False, repr=False, compare=False)  # the explanation's end
     key: ClassVar[str] = "when.time"
     cost: ClassVar[int] = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_within", f" {self.window.tz} (within {self.window.describe()})")
 
     def test(self, facts: Facts) -> bool:
         return self.window.contains_local(facts.local(self.window))
 
     def explain(self, facts: Facts) -> str:
         local = facts.local(self.window)
-        at = f"{DAYS[local.weekday()]} {local.hour:02d}:{local.minute:02d}"
-        return f"received {at} {self.window.tz} (within {self.window.describe()})"
+        # "08:05" from a table: a :02d format spec costs as much as the rest of the evaluation
+        at = f"{DAYS[local.weekday()]} {_TWO_DIGITS[local.hour]}:{_TWO_DIGITS[local.minute]}"
+        return f"received {at}{self._within}"
+
+
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
 
 
 def _priority(key: str, value: Any) -> Priority:
@@ -1055,11 +1160,15 @@ class Rule:
 
     def explain(self, facts: Facts) -> str:
         conditions = self.conditions
-        if not conditions:
-            return "always (no conditions)"
         if len(conditions) == 1:
             return conditions[0].explain(facts)
-        return "; ".join([c.explain(facts) for c in conditions])
+        if not conditions:
+            return "always (no conditions)"
+        # a loop, not a list comprehension: that builds a function object per call
+        parts = []
+        for condition in conditions:
+            parts.append(condition.explain(facts))
+        return "; ".join(parts)
 
 
 class Fired(NamedTuple):
@@ -1104,16 +1213,22 @@ class _Index:
         for value in accepted:
             self.table[value] = self.table.get(value, 0) | bit
 
-    def baked(self) -> dict[Any, int]:
+    def others(self, everything: int) -> int:
+        """The rules of ``everything`` not decided here. Masks stay non-negative: ``&`` with a
+        negative int first copies it into its two's complement (an allocation per operation)."""
+        return everything & ~self.decides
+
+    def baked(self, everything: int) -> dict[Any, int]:
         """The table with the rules not decided here added to every entry: one lookup is then
         what the input leaves possible of this kind (``others`` when the value is not there)."""
-        others = ~self.decides
+        others = self.others(everything)
         return {value: bits | others for value, bits in self.table.items()}
 
 
 # How an index gets the input's value(s): ONE value (a Facts attribute), SEVERAL (language
-# tags), a CUSTOMER attribute, or MANY (the words of a text, splitting it only when needed)
-ONE, SEVERAL, CUSTOMER, MANY = 0, 1, 2, 3
+# tags), a CUSTOMER attribute, whether one is set (EXISTS: True/False), or MANY (the words of a
+# text, splitting it only when needed)
+ONE, SEVERAL, CUSTOMER, EXISTS, MANY = 0, 1, 2, 3, 4
 
 
 def _index_of(cond: Condition) -> tuple[Any, Iterable[Any], Any, int, bool] | None:
@@ -1129,7 +1244,9 @@ def _index_of(cond: Condition) -> tuple[Any, Iterable[Any], Any, int, bool] | No
         return "priority", cond._set, attrgetter("priority"), ONE, True
     if isinstance(cond, LanguageIs):
         return "language", cond._set, Facts.languages, SEVERAL, True
-    if isinstance(cond, CustomerAttr) and cond.op != "exists":
+    if isinstance(cond, CustomerAttr):
+        if cond.op == "exists":
+            return ("exists", cond.name), (cond.value,), cond.name, EXISTS, True
         return ("customer", cond.name), cond._wanted, cond.name, CUSTOMER, True
     if isinstance(cond, Keywords):
         if any(not p.required for p in cond._phrases):
@@ -1146,14 +1263,20 @@ def _index_of(cond: Condition) -> tuple[Any, Iterable[Any], Any, int, bool] | No
 class _Plan:
     """Rules as bits of an int: each index turns the input's channel, inbox, priority, language,
     customer attribute values and words into the set of rules still possible, in a few dict
-    lookups; only those rules run their remaining conditions, in rule order."""
+    lookups; only those rules run their remaining conditions, in rule order.
+
+    The first rule is the highest bit: the next rule to run is then ``possible.bit_length()``,
+    a small int, instead of ``possible & -possible``, two operations on big ints (each
+    allocates, and ``&`` copies the negative one) and a lookup by a big int's hash."""
 
     __slots__ = (
         "all",
-        "by_bit",
+        "by_length",
         "customer",
+        "exists",
         "residual",
         "rules",
+        "seen",
         "several",
         "single",
         "vocabulary",
@@ -1165,7 +1288,7 @@ class _Plan:
         indexes: dict[Any, _Index] = {}
         residual: list[tuple[Callable[[Facts], bool], ...]] = []
         for i, rule in enumerate(rules):
-            bit, rest, seen = 1 << i, [], set()
+            bit, rest, seen = 1 << (len(rules) - 1 - i), [], set()
             for cond in rule.conditions:
                 entry = _index_of(cond)
                 if entry is None or entry[0] in seen:  # a second one of a kind runs per rule
@@ -1179,27 +1302,43 @@ class _Plan:
                     indexes[kind] = _Index(source, mode)
                 indexes[kind].add(bit, accepted)
             residual.append(tuple(rest))
-        by_mode: list[list[_Index]] = [[], [], [], []]
+        by_mode: list[list[_Index]] = [[], [], [], [], []]
         for index in indexes.values():
             by_mode[index.mode].append(index)
         # (source, baked table's get, the rules not decided here) per index, by mode: what
         # candidates() runs as plain values, without a call per index but the lookups
-        self.single = tuple((x.source, x.baked().get, ~x.decides) for x in by_mode[ONE])
-        self.several = tuple((x.source, x.baked().get, ~x.decides) for x in by_mode[SEVERAL])
+        self.all = everything = (1 << len(rules)) - 1
+        # (channel, inbox, priority, language) -> the rules those leave possible (a cache)
+        self.seen: dict[tuple[str, str | None, str, str | None], int] = {}
+        self.single = tuple(
+            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[ONE]
+        )
+        self.several = tuple(
+            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[SEVERAL]
+        )
         self.customer = tuple(
-            (x.source, x.baked().get, _as_given(x.baked()).get, ~x.decides)
+            (
+                x.source,
+                x.baked(everything).get,
+                _as_given(x.baked(everything)).get,
+                x.others(everything),
+            )
             for x in by_mode[CUSTOMER]
+        )
+        self.exists = tuple(
+            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[EXISTS]
         )
         # words last: splitting the text is the one costly step here, and it is skipped when
         # no rule still possible needs it
         self.words = tuple(
-            (x.source, x.decides, frozenset(x.table), x.table.get, ~x.decides)
+            (x.source, x.decides, frozenset(x.table), x.table.get, x.others(everything))
             for x in by_mode[MANY]
         )
-        self.all = (1 << len(rules)) - 1
         self.residual = tuple(residual)
-        # a rule's bit -> (its remaining conditions' tests, the rule): one lookup per candidate
-        self.by_bit = {1 << i: (residual[i], rule) for i, rule in enumerate(rules)}
+        # a rule's bit's length - 1 -> (its remaining conditions' tests, the rule, its bit)
+        self.by_length = tuple(
+            (residual[i], rule, 1 << (len(rules) - 1 - i)) for i, rule in enumerate(rules)
+        )[::-1]
         # every word a keyword test of these rules can ask about (see Facts)
         self.vocabulary = frozenset(
             word
@@ -1210,14 +1349,21 @@ class _Plan:
         )
 
     def candidates(self, facts: Facts) -> int:
-        possible = self.all
-        for value_of, get, others in self.single:
-            possible &= get(value_of(facts), others)
-        for values_of, get, others in self.several:
-            accepted = others
-            for value in values_of(facts):
-                accepted |= get(value, 0)
-            possible &= accepted
+        # The ONE and SEVERAL indexes read only the channel, inbox, priority and language, a
+        # few values that repeat from ticket to ticket: the rules they leave are remembered per
+        # combination (the language as given, a plain str or None: its tags follow from it).
+        language = facts.input.language
+        if language is not None and type(language) is not str:
+            possible = self._by_channel_and_language(facts)
+        else:
+            key = (facts.channel, facts.inbox, facts.priority, language)
+            found = self.seen.get(key)
+            if found is None:
+                found = self._by_channel_and_language(facts)
+                if len(self.seen) >= _SEEN_MAX:  # bounded: values are not a closed set
+                    self.seen.clear()
+                self.seen[key] = found
+            possible = found
         customer = facts.input.customer
         for name, get, get_as_given, others in self.customer:
             value = customer.get(name)
@@ -1231,9 +1377,21 @@ class _Plan:
                 possible &= others
             else:
                 accepted = others
-                for one in facts.attribute(name) or ():
-                    accepted |= get(one, 0)
+                if type(value) is list and all(map(_is_str, value)):  # tags: a list of strings
+                    for one in value:
+                        accepted |= get_as_given(one) or get(one.strip().casefold(), 0)
+                else:
+                    for one in facts.attribute(name) or ():
+                        accepted |= get(one, 0)
                 possible &= accepted
+        for name, get, others in self.exists:
+            value = customer.get(name)
+            if value is None:
+                possible &= get(False, others)
+            elif type(value) is str:
+                possible &= get(value != "", others)
+            else:
+                possible &= get(facts.attribute(name) is not None, others)
         for where, decides, keys, get, others in self.words:
             if possible & decides:
                 accepted = others
@@ -1241,6 +1399,21 @@ class _Plan:
                     accepted |= get(word, 0)
                 possible &= accepted
         return possible
+
+    def _by_channel_and_language(self, facts: Facts) -> int:
+        possible = self.all
+        for value_of, get, others in self.single:
+            possible &= get(value_of(facts), others)
+        for values_of, get, others in self.several:
+            accepted = others
+            for value in values_of(facts):
+                accepted |= get(value, 0)
+            possible &= accepted
+        return possible
+
+
+_SEEN_MAX = 4096
+_is_str = str.__instancecheck__  # isinstance(x, str) as a one-argument C function, for map
 
 
 def _as_given(baked: dict[Any, int]) -> dict[Any, int]:
@@ -1295,11 +1468,10 @@ def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
     tags: list[str] = []
     notify: list[str] = []
     fired: list[Fired] = []
-    by_bit = plan.by_bit
+    by_length = plan.by_length
     while possible:
-        lowest = possible & -possible
-        possible ^= lowest
-        checks, rule = by_bit[lowest]
+        checks, rule, bit = by_length[possible.bit_length() - 1]  # the first rule left
+        possible ^= bit
         for check in checks:
             if not check(facts):
                 break

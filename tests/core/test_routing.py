@@ -7,15 +7,19 @@ import re
 import unicodedata
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from core import routing
+from core.assign import DAYS
 from core.errors import ConfigError
 from core.routing import (
+    _DIGIT_LEADS,
     BODY,
     BOTH,
     SUBJECT,
@@ -36,6 +40,7 @@ from core.routing import (
     render_auto_reply,
     required_literal,
     route,
+    shape_prefix,
     words_of,
 )
 from core.tickets import Priority
@@ -294,6 +299,21 @@ def test_fired_rules_explain_which_condition_matched() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("received", "local"),
+    [
+        (datetime(2026, 3, 1, 23, 0, tzinfo=UTC), "mon 00:00"),
+        (datetime(2026, 3, 2, 8, 5, 59, tzinfo=UTC), "mon 09:05"),
+        (datetime(2026, 7, 5, 21, 59, tzinfo=UTC), "sun 23:59"),  # summer time
+    ],
+)
+def test_time_explanation_is_the_local_day_and_clock(received: datetime, local: str) -> None:
+    # the clock comes from a table of "00".."59" (see TimeOfDay.explain)
+    rules = one_rule({"time": {"tz": "Europe/Berlin", "days": list(DAYS)}})
+    (fired,) = route(rules, msg(received_at=received)).fired
+    assert fired.reason == f"received {local} Europe/Berlin (within {','.join(DAYS)} Europe/Berlin)"
+
+
 def test_auto_reply_template() -> None:
     rules = one_rule({}, {"auto_reply": "Hi $name, ticket #$number ($subject) costs $$0."})
     template = route(rules, msg()).auto_reply
@@ -545,6 +565,10 @@ def test_indexed_evaluation_agrees_with_the_plain_reading() -> None:
         assert [f.rule for f in route(list(rules), inp).fired] == expected
 
 
+class Tier(StrEnum):
+    VIP = " VIP"
+
+
 ATTRIBUTE_VALUE = st.text(alphabet="vIp ßS\t", max_size=4)
 CUSTOMER_RULES = parse_rules(
     {
@@ -563,14 +587,100 @@ CUSTOMER_RULES = parse_rules(
 @given(
     st.one_of(
         ATTRIBUTE_VALUE,
-        st.lists(ATTRIBUTE_VALUE, max_size=3),
-        st.sampled_from([None, 5, 5.0, True, {"a": "vip"}]),
+        st.lists(ATTRIBUTE_VALUE, max_size=3),  # tags: strings only (a fast path)
+        st.lists(
+            st.one_of(ATTRIBUTE_VALUE, st.sampled_from([5, True, None, Tier.VIP])), max_size=3
+        ),
+        st.sampled_from([None, 5, 5.0, True, {"a": "vip"}, ("vip",), Tier.VIP]),
     )
 )
 def test_indexed_customer_values_agree_with_the_plain_reading(value: Any) -> None:
     # the index looks a string up as it is first, normalized (strip, casefold) only if absent
     inp = msg(customer={"tier": value, "region": "EU"})
     assert [f.rule for f in route(CUSTOMER_RULES, inp).fired] == linear(CUSTOMER_RULES, inp)
+
+
+EXISTS_RULES = parse_rules(
+    {
+        "rules": [
+            {"name": "set", "when": {"customer": {"tier": {"exists": True}}}, "stop": False},
+            {"name": "unset", "when": {"customer": {"tier": {"exists": False}}}, "stop": False},
+            {
+                "name": "both",  # an exists test and a value test of the same attribute
+                "when": {"customer": {"tier": {"exists": True}, "region": "eu"}},
+                "stop": False,
+            },
+            {"name": "other", "when": {"customer": {"plan": {"exists": True}}}, "stop": False},
+        ]
+    }
+)
+
+
+@given(
+    st.one_of(
+        ATTRIBUTE_VALUE,
+        st.lists(st.one_of(ATTRIBUTE_VALUE, st.just({})), max_size=2),
+        st.sampled_from([None, 0, 0.0, False, True, (), {}, {"a": "vip"}, frozenset()]),
+    ),
+    st.booleans(),
+)
+def test_indexed_exists_agrees_with_the_plain_reading(value: Any, has_key: bool) -> None:
+    # "exists" is decided by the index: set, unset (missing, None, "", an empty collection)
+    customer = {"tier": value, "region": "eu"} if has_key else {"region": "eu"}
+    inp = msg(customer=customer)
+    assert [f.rule for f in route(EXISTS_RULES, inp).fired] == linear(EXISTS_RULES, inp)
+
+
+class Lang(StrEnum):
+    ZH_TW = "zh_TW"
+
+
+TICKET_RULES = parse_rules(
+    {
+        "rules": [
+            {"name": "zh", "when": {"language": ["zh"]}, "stop": False},
+            {"name": "zh-tw", "when": {"language": ["zh-tw"], "inbox": ["billing"]}, "stop": False},
+            {
+                "name": "urgent",
+                "when": {"priority": ["urgent"], "channel": ["slack"]},
+                "stop": False,
+            },
+            {"name": "no-inbox", "when": {"inbox": ["sales", "billing"]}, "stop": False},
+            {"name": "en-web", "when": {"language": ["en"], "channel": ["web"]}},
+            {"name": "all"},
+        ]
+    }
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["web", "WEB", "slack", "email"]),
+            st.sampled_from([None, "", "billing", "Billing", "sales"]),
+            st.sampled_from(["urgent", "URGENT", Priority.URGENT, "normal"]),
+            st.sampled_from([None, "", "en", "EN", "zh", "zh-TW", "zh_tw ", Lang.ZH_TW, "de"]),
+        ),
+        max_size=12,
+    )
+)
+def test_remembered_channel_and_language_agree_with_the_plain_reading(
+    tickets: list[tuple[str, str | None, str, str | None]],
+) -> None:
+    # the rules a ticket's channel, inbox, priority and language leave are remembered by those
+    # values (the language as given), across tickets and rule sets' lifetimes
+    for channel, inbox, priority, language in tickets:
+        inp = msg(channel=channel, inbox=inbox, priority=priority, language=language)
+        assert [f.rule for f in route(TICKET_RULES, inp).fired] == linear(TICKET_RULES, inp)
+
+
+def test_remembered_values_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "_SEEN_MAX", 2)
+    rules = parse_rules({"rules": [{"name": "de", "when": {"language": ["de"]}}]})
+    for language in ["de", "en", "fr", "de", "de-AT", "en"]:
+        fired = route(rules, msg(language=language)).fired
+        assert [f.rule for f in fired] == (["de"] if language.startswith("de") else [])
+        assert len(rules.plan.seen) <= 2
 
 
 def test_evaluation_is_deterministic_and_leaves_the_input_alone() -> None:
@@ -710,6 +820,47 @@ def test_literal_prefix(pattern: str, prefix: str | None) -> None:
 
 
 @pytest.mark.parametrize(
+    ("pattern", "shape"),
+    [
+        (r"\bE\d{3,5}\b", "e000"),
+        (r"\bINV-\d{6}\b", "inv-000000"),
+        (r"x\d+y", "x0"),  # a repeat of unknown length ends it
+        (r"\d\d-[0-9]", "00-0"),
+        (r"(?<=a)e\d", None),  # a lookbehind first
+        (r"\b1Z[0-9A-Z]{16}\b", None),  # no more than its literal prefix ("1z")
+        (r"\border\s*\d{5,}", None),
+        (r"\bE\w\d", None),
+        (r"é\d{3}", None),  # not ASCII
+    ],
+)
+def test_shape_prefix(pattern: str, shape: str | None) -> None:
+    assert shape_prefix(pattern) == shape
+
+
+SHAPE_PATTERNS = [
+    r"\bE\d{3,5}\b",
+    r"E\d{1,3}-\d",
+    r"\bINV-\d{2}\b",
+    r"e\d\d(?!x)",
+    r"(?<=x)E\d",
+    r"\d-\d\b",
+]
+
+
+@example("see E12-3", r"E\d{1,3}-\d")
+@example("xe12 E1234.", r"\bE\d{3,5}\b")
+@given(st.text(alphabet="eE0123 -_xINVé\u0663\x1c", max_size=30), st.sampled_from(SHAPE_PATTERNS))
+def test_shape_prefix_never_rules_out_a_match(text: str, pattern: str) -> None:
+    # ASCII text: the search starts at the shape's first occurrence, the digit count is skipped
+    for rules, inp in (
+        (one_rule({"body_regex": pattern}), msg(body=text)),
+        (one_rule({"regex": pattern}), msg(subject=text, body="-")),
+    ):
+        expected = re.search(pattern, text, re.IGNORECASE) is not None
+        assert route(rules, inp).matched is expected
+
+
+@pytest.mark.parametrize(
     ("pattern", "usable"),
     [
         (r"\b(?:\d[ -]?){13,16}\b", True),
@@ -798,8 +949,18 @@ def test_digit_run_only_for_digits_and_separators(pattern: str, usable: bool) ->
     assert (digit_run(pattern, min_digits(pattern)) is not None) is usable
 
 
-# other scripts' digits (Arabic-Indic, fullwidth) are \d too: then the run test is skipped
-@given(st.text(alphabet="0123456789 -.:/x\né\u0663\uff15", max_size=60))
+# other scripts' digits are \d too (Arabic-Indic, Devanagari, Myanmar, Vai, fullwidth,
+# mathematical), next to CJK and fullwidth punctuation; chunks of digits reach 13 in a run
+OTHER_DIGITS = "\u0663\u0966\u1040\ua620\uff15\U0001d7ce"
+RUN_TEXT = st.one_of(
+    st.text(alphabet=f"0123456789 -.:/x\né退，{OTHER_DIGITS}", max_size=60),
+    st.lists(
+        st.sampled_from(["4111", "12", " ", "-", "x", "é", "退", "，", *OTHER_DIGITS]), max_size=30
+    ).map("".join),
+)
+
+
+@given(RUN_TEXT)
 @pytest.mark.parametrize(
     "pattern", [r"\b(?:\d[ -]?){13,16}\b", r"[0-9]{2}-[0-9]{2}", r"\d{3}\.\d{3}"]
 )
@@ -809,6 +970,18 @@ def test_digit_run_never_rules_out_a_match(pattern: str, text: str) -> None:
     rules = one_rule({"body_regex": pattern})
     expected = re.search(pattern, text, re.IGNORECASE) is not None
     assert route(rules, msg(body=text)).matched is expected
+
+
+def test_digit_leads_are_those_of_every_digit_re_knows() -> None:
+    # the digit-run test of non-ASCII text counts a character as a possible digit by the first
+    # byte of its UTF-8: every character re's \d matches beyond 0-9 must start with one of these
+    digit = re.compile(r"\d", re.IGNORECASE)
+    leads = {
+        chr(c).encode("utf-8", "surrogatepass")[0]
+        for c in range(0x80, 0x110000)
+        if digit.match(chr(c))
+    }
+    assert leads <= _DIGIT_LEADS
 
 
 LITERAL_PATTERNS = [r"\bINV-\d{2}\b", r"\binvoice\b", r"发票", r"o\s*rder"]
