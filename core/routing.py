@@ -1310,12 +1310,13 @@ class _Plan:
         self.all = everything = (1 << len(rules)) - 1
         # (channel, inbox, priority, language) -> the rules those leave possible (a cache)
         self.seen: dict[tuple[str, str | None, str, str | None], int] = {}
-        self.single = tuple(
-            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[ONE]
-        )
-        self.several = tuple(
-            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[SEVERAL]
-        )
+
+        def lookups(mode: int) -> tuple[tuple[Any, Any, int], ...]:
+            return tuple(
+                (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[mode]
+            )
+
+        self.single, self.several, self.exists = lookups(ONE), lookups(SEVERAL), lookups(EXISTS)
         self.customer = tuple(
             (
                 x.source,
@@ -1324,9 +1325,6 @@ class _Plan:
                 x.others(everything),
             )
             for x in by_mode[CUSTOMER]
-        )
-        self.exists = tuple(
-            (x.source, x.baked(everything).get, x.others(everything)) for x in by_mode[EXISTS]
         )
         # words last: splitting the text is the one costly step here, and it is skipped when
         # no rule still possible needs it
