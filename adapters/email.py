@@ -168,7 +168,7 @@ class SmtpServer:
         self.inboxes = tuple(inboxes)
         self.clock = clock
         self.reuse_port = reuse_port  # several serving processes share the SMTP port
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:

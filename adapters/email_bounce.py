@@ -44,7 +44,7 @@ class _FastCompat32(Compat32):
                 len(line) <= limit for line in lines[1:]
             ):
                 return f"{name}: {self.linesep.join(lines)}{self.linesep}"
-        return super()._fold(name, value, sanitize)
+        return super()._fold(name, value, sanitize)  # type: ignore[misc]  # untyped upstream
 
 
 COMPAT32_FAST = _FastCompat32()

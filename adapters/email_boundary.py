@@ -63,5 +63,6 @@ class _FeedparserRe:
 
 
 def install() -> None:
-    if feedparser.re is re:
-        feedparser.re = _FeedparserRe()  # type: ignore[assignment]
+    # typeshed does not list the feedparser's own ``import re``
+    if feedparser.re is re:  # type: ignore[attr-defined]
+        feedparser.re = _FeedparserRe()  # type: ignore[attr-defined]

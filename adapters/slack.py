@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -433,7 +433,7 @@ class SlackAdapter:
             "include_all_metadata": True,
             "limit": 200,
         }
-        read = self.client.conversations_history
+        read: Callable[..., Awaitable[Any]] = self.client.conversations_history
         if thread_ts:  # replies are not in the history, only in their thread
             read, args["ts"] = self.client.conversations_replies, thread_ts
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hmac
 import json
 import logging
@@ -443,10 +444,9 @@ class TelegramAdapter:
             mime = getattr(media, "mime_type", None) or (
                 "audio/ogg" if kind == "voice" else "video/mp4" if kind == "video_note" else None
             )
-            name = getattr(media, "file_name", None)
-            if not name:
-                extension = mimetypes.guess_extension(mime or "") or ""
-                name = f"{kind}_{media.file_unique_id}{extension}"
+            name = getattr(media, "file_name", None) or (
+                f"{kind}_{media.file_unique_id}{mimetypes.guess_extension(mime or '') or ''}"
+            )
             mime = mime or mimetypes.guess_type(name)[0] or "application/octet-stream"
             found.append((media.file_id, media.file_unique_id, media.file_size, name, mime))
         attachments: list[Attachment] = []
@@ -491,8 +491,10 @@ class TelegramAdapter:
             return
         action, value = parse_callback_data(query.data)
         where = query.message
-        known = where is not None and where.chat is not None
-        refs = (f"{where.chat.id}:{where.message_id}",) if known else ()
+        refs: tuple[str, ...] = ()
+        # PTB does not check the JSON: a message without its chat comes through as None
+        if where is not None and where.chat is not None:
+            refs = (f"{where.chat.id}:{where.message_id}",)
         interaction = Interaction(
             channel=Channel.TELEGRAM,
             external_id=f"callback:{query.id}",
@@ -515,22 +517,23 @@ class TelegramAdapter:
         bot = message.get_bot()
         text = text_of(message)
         reply_to = message.reply_to_message
-        base = {
-            "channel": Channel.TELEGRAM,
-            "external_id": f"update:{update.update_id}",
-            "user": str(message.from_user.id),
-            "user_name": message.from_user.full_name,
-        }
+        by_sender = functools.partial(
+            Interaction,
+            channel=Channel.TELEGRAM,
+            external_id=f"update:{update.update_id}",
+            user=str(message.from_user.id),
+            user_name=message.from_user.full_name,
+        )
         args = command_args(text, "helpline", bot.username)
         if args is not None:
-            interaction = Interaction(action="command", text=args, **base)
+            interaction = by_sender(action="command", text=args)
         elif (
             reply_to is not None
             and reply_to.from_user is not None
             and reply_to.from_user.id == bot.id
         ):
             ref = f"{message.chat.id}:{reply_to.message_id}"
-            interaction = Interaction(action="thread_reply", text=text, refs=(ref,), **base)
+            interaction = by_sender(action="thread_reply", text=text, refs=(ref,))
         else:
             return  # agents talking among themselves
         answer = await self._interact(interaction)

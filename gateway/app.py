@@ -36,7 +36,7 @@ from core.views import Reaction
 from gateway.admin_api import admin
 from gateway.api import api
 from gateway.dashboard import add_dashboard_routes
-from gateway.http import RateLimiter, problem, status_for
+from gateway.http import Handler, RateLimiter, problem, status_for
 from gateway.hub import ChannelHub, KbCache
 from gateway.leader import LEADERSHIP, Leadership
 from gateway.metrics import Metrics
@@ -286,7 +286,11 @@ def create_app(
             scheduler = Scheduler(settings, scheduled_jobs(helpdesk, dispatcher))
             scheduler.start()
             stack.callback(scheduler.stop)
-        for source in [*polling.values(), *pollers_from_settings(settings.email, env)]:
+        sources: list[InboundSource] = [
+            *polling.values(),
+            *pollers_from_settings(settings.email, env),
+        ]
+        for source in sources:
             await source.start(app[HUB])
             stack.push_async_callback(source.stop)
         if polling:  # a polling channel's rows go out from the process where it runs
@@ -317,10 +321,10 @@ def create_app(
     app.cleanup_ctx.append(leader_context)
     app.router.add_routes(routes)
     add_dashboard_routes(app)
-    if "slack" in chats:
-        app.router.add_post("/slack/events", chats["slack"].handle_request)
-    if "telegram" in chats:
-        app.router.add_post("/telegram/webhook", chats["telegram"].handle_webhook)
+    if isinstance(slack := chats.get("slack"), SlackAdapter):
+        app.router.add_post("/slack/events", slack.handle_request)
+    if isinstance(telegram := chats.get("telegram"), TelegramAdapter):
+        app.router.add_post("/telegram/webhook", telegram.handle_webhook)
     for registry in API:
         registry.add_to(app)
     app.router.add_get("/api/v1/openapi.json", openapi_json)
@@ -355,7 +359,7 @@ def _wants_json(request: web.Request) -> bool:
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Maps the domain's error vocabulary, once, to HTTP (JSON problems or an HTML page)."""
     try:
         return await handler(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import getpass
 import json
@@ -205,7 +206,7 @@ def cmd_agent_link(args: argparse.Namespace) -> int:
 
     for channel, user in links:
         if user:
-            db.run_sync(lambda c, ch=channel, u=user: link(c, ch, u))
+            db.run_sync(functools.partial(link, channel=channel, user=user))
             print(f"{args.email} is {channel} user {user}")
     return 0
 
@@ -351,7 +352,7 @@ def cmd_kb_import(args: argparse.Namespace) -> int:
     created = 0
     now = utc_now()
     for i, article in enumerate(articles, start=1):
-        created += db.run_sync(lambda c, a=article: kb.save_article(c, a, now))
+        created += db.run_sync(functools.partial(kb.save_article, article=article, now=now))
         progress(i, len(articles))
     print(f"{len(articles)} article(s) imported: {created} new, {len(articles) - created} updated")
     return 0

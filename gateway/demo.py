@@ -8,6 +8,7 @@ Message ids are derived from the seed: running the demo twice adds nothing the s
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -218,7 +219,7 @@ async def seed(settings: Settings, *, tickets: int = 300, seed: int = 7) -> str:
     try:
         db.run_sync(lambda c: _agents(c, clock()))
         for article in KB_ARTICLES:
-            db.run_sync(lambda c, a=article: kb.save_article(c, a, clock()))
+            db.run_sync(functools.partial(kb.save_article, article=article, now=clock()))
         index = KbCache()  # new tickets are searched in it: KB suggestions and gaps
         await index.refresh(helpdesk)
         helpdesk.kb = index
@@ -252,6 +253,7 @@ async def seed(settings: Settings, *, tickets: int = 300, seed: int = 7) -> str:
             )
             if not result.created:
                 continue
+            assert result.ticket_number is not None  # a created ticket has its number
             opened += 1
             await _work(helpdesk, rng, clock, result.ticket_number, actors, end)
         return (

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from core.events import Event
 from core.persistence.database import Database
 from core.persistence.models import OutboxRow, table_of
+from gateway.http import Handler
 
 outbox = table_of(OutboxRow)
 
@@ -74,7 +75,7 @@ class Metrics:
 
     def middleware(self) -> web.middleware:  # type: ignore[valid-type]
         @web.middleware
-        async def observe(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()
             status = 500
             try:

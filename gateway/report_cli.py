@@ -140,7 +140,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     elif args.kpi is None:
         print(render(result))
     else:
-        table = [
+        lines = [
             [key, metric, "-" if value is None else str(value)]
             for _, key, metric, value in rows(args.kpi, result)
         ]
@@ -148,7 +148,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             _table(
                 f"{args.kpi} {f.since:%Y-%m-%d %H:%M} to {f.until:%Y-%m-%d %H:%M} UTC",
                 ["Key", "Metric", "Value"],
-                table,
+                lines,
             )
         )
     return 0

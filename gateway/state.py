@@ -25,7 +25,7 @@ SENDER_LIMITER = web.AppKey("sender_limiter", RateLimiter)  # per sender email
 
 
 class InboundSource(Protocol):
-    """A listener or poller that feeds intake (the SMTP server, IMAP pollers)."""
+    """A listener or poller that feeds intake (the SMTP server, IMAP pollers, chat adapters)."""
 
     async def start(self, intake: Intake) -> None: ...
 
@@ -35,14 +35,10 @@ class InboundSource(Protocol):
 INBOUND = web.AppKey("inbound", list[InboundSource])
 
 
-class ChatAdapter(Protocol):
+class ChatAdapter(InboundSource, Protocol):
     """Slack or Telegram: an inbound source with a webhook, and an outbound channel."""
 
     channel: str
-
-    async def start(self, intake: Intake) -> None: ...
-
-    async def stop(self) -> None: ...
 
     async def send(self, message: OutboundMessage, idempotency_key: str) -> DeliveryReceipt: ...
 
