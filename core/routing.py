@@ -1333,9 +1333,11 @@ class _Plan:
             for x in by_mode[MANY]
         )
         self.residual = tuple(residual)
-        # a rule's bit's length - 1 -> (its remaining conditions' tests, the rule, its bit)
+        # a rule's bit's length - 1 -> (its remaining conditions' test or None, its bit, what
+        # firing it does: see _firing)
         self.by_length = tuple(
-            (residual[i], rule, 1 << (len(rules) - 1 - i)) for i, rule in enumerate(rules)
+            (_one_test(residual[i]), 1 << (len(rules) - 1 - i), _firing(rule))
+            for i, rule in enumerate(rules)
         )[::-1]
         # every word a keyword test of these rules can ask about (see Facts)
         self.vocabulary = frozenset(
@@ -1411,6 +1413,58 @@ class _Plan:
 
 
 _SEEN_MAX = 4096
+
+
+def _one_test(tests: tuple[Callable[[Facts], bool], ...]) -> Callable[[Facts], bool] | None:
+    """A rule's remaining tests as one call (None: there are none), so ``route`` runs no loop
+    per candidate rule: most rules have one test left or none."""
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+
+    def all_of(facts: Facts) -> bool:
+        for test in tests:  # noqa: SIM110 (all() of a generator: a frame per call)
+            if not test(facts):
+                return False
+        return True
+
+    return all_of
+
+
+class _Firing(NamedTuple):
+    """What a rule does when it fires, as ``route`` applies it: its actions' fields, its name,
+    its explanation (a single condition's own explain: no call through Rule.explain), and
+    whether it stops evaluation."""
+
+    team: str | None
+    priority: Priority | None
+    assign: str | None
+    auto_reply: str | None
+    add_tags: tuple[str, ...]
+    notify: tuple[str, ...]
+    name: str
+    explain: Callable[[Facts], str]
+    stop: bool
+
+
+def _firing(rule: Rule) -> _Firing:
+    a = rule.actions
+    conditions = rule.conditions
+    explain = conditions[0].explain if len(conditions) == 1 else rule.explain
+    return _Firing(
+        a.team,
+        a.priority,
+        a.assign,
+        a.auto_reply,
+        a.add_tags,
+        a.notify,
+        rule.name,
+        explain,
+        rule.stop,
+    )
+
+
 _is_str = str.__instancecheck__  # isinstance(x, str) as a one-argument C function, for map
 
 
@@ -1468,25 +1522,24 @@ def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
     fired: list[Fired] = []
     by_length = plan.by_length
     while possible:
-        checks, rule, bit = by_length[possible.bit_length() - 1]  # the first rule left
+        test, bit, firing = by_length[possible.bit_length() - 1]  # the first rule left
         possible ^= bit
-        for check in checks:
-            if not check(facts):
-                break
-        else:
-            a = rule.actions
-            if a.team is not None:
-                team = a.team
-            if a.priority is not None:
-                priority = a.priority
-            if a.assign is not None:
-                assign = a.assign
-            if a.auto_reply is not None:
-                auto_reply = a.auto_reply
-            tags.extend(a.add_tags)
-            notify.extend(a.notify)
-            fired.append(_new_fired(Fired, (rule.name, rule.explain(facts))))
-            if rule.stop:
+        if test is None or test(facts):
+            team_, priority_, assign_, auto_reply_, add_tags, to_notify, name, explain, stop = (
+                firing
+            )
+            if team_ is not None:
+                team = team_
+            if priority_ is not None:
+                priority = priority_
+            if assign_ is not None:
+                assign = assign_
+            if auto_reply_ is not None:
+                auto_reply = auto_reply_
+            tags.extend(add_tags)
+            notify.extend(to_notify)
+            fired.append(_new_fired(Fired, (name, explain(facts))))
+            if stop:
                 break
     if not fired:
         return _NO_DECISION

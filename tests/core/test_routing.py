@@ -565,6 +565,66 @@ def test_indexed_evaluation_agrees_with_the_plain_reading() -> None:
         assert [f.rule for f in route(list(rules), inp).fired] == expected
 
 
+RESIDUAL_RULES = parse_rules(
+    {
+        "rules": [
+            {  # two conditions left to run per rule (the index decides neither)
+                "name": "two-left",
+                "when": {"regex": r"order\s*#?\d+", "keywords": ["money back"]},
+                "then": {"team": "billing", "add_tags": ["refund"]},
+                "stop": False,
+            },
+            {  # three: each explained in the rule's order
+                "name": "three-left",
+                "when": {
+                    "body_regex": r"\d{3}",
+                    "keywords": ["refund", "money back"],
+                    "time": {"tz": "Asia/Tokyo", "hours": "09:00-18:00"},
+                },
+                "then": {"priority": "high", "notify": ["slack:U1"]},
+                "stop": False,
+            },
+            {
+                "name": "one-left",
+                "when": {"keywords": ["refund"]},
+                "then": {"assign": "round_robin"},
+            },
+            {"name": "none-left", "when": {"channel": ["web"]}, "then": {"auto_reply": "Hi $name"}},
+        ]
+    }
+)
+
+
+@given(
+    st.lists(st.sampled_from(["order #12345", "money back", "refund", "money", "back", "7"])),
+    st.sampled_from(["email", "web"]),
+    st.integers(0, 23),
+)
+def test_remaining_tests_and_explanations_agree_with_the_plain_reading(
+    words: list[str], channel: str, hour: int
+) -> None:
+    # route runs a rule's remaining tests as one call and explains a rule of one condition
+    # with that condition's own explain: the same decision as the rules read one by one
+    inp = msg(body=" ".join(words), channel=channel, received_at=utc(2026, 3, 2, hour))
+    decision = route(RESIDUAL_RULES, inp)
+    facts, fired = Facts(inp), []
+    for rule in RESIDUAL_RULES:
+        if rule.matches(facts):
+            fired.append((rule.name, rule.explain(facts)))
+            if rule.stop:
+                break
+    assert [tuple(f) for f in decision.fired] == fired
+    actions = [next(r for r in RESIDUAL_RULES if r.name == name).actions for name, _ in fired]
+    assert decision.team == next((a.team for a in reversed(actions) if a.team), None)
+    assert decision.priority == next((a.priority for a in reversed(actions) if a.priority), None)
+    assert decision.assign == next((a.assign for a in reversed(actions) if a.assign), None)
+    assert decision.auto_reply == next(
+        (a.auto_reply for a in reversed(actions) if a.auto_reply), None
+    )
+    assert decision.tags == tuple(dict.fromkeys(t for a in actions for t in a.add_tags))
+    assert decision.notify == tuple(dict.fromkeys(n for a in actions for n in a.notify))
+
+
 class Tier(StrEnum):
     VIP = " VIP"
 
