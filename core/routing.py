@@ -110,8 +110,10 @@ def _tokens(folded: str) -> list[str] | set[str]:
     # non-ASCII text (accented Latin letters) has none, and then a token of word characters
     # only (isalnum, which is re's \w but "_") is one word, without the regex
     cjk = _may_hold_cjk(raw) and _CJK_RUN.search(folded) is not None
-    if not cjk and "".join(tokens).isalnum():
-        return tokens  # every token is alphanumeric (accented Latin text): one C pass tells
+    if not cjk and "".join(tokens).replace("_", "").isalnum():
+        # every token is alphanumeric but for "_" (accented Latin text, identifiers in a
+        # pasted log): each is one run of re's \w, which is isalnum or "_"; one C pass tells
+        return tokens
     if not cjk:
         words = set()
         for token in tokens:

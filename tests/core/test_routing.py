@@ -844,6 +844,16 @@ def test_words_of_random_mixed_text(text: str) -> None:
     assert words_of(fold(text)) == reference_words(fold(text))
 
 
+@given(st.text(alphabet="_aé9 .(ж\u0301·", max_size=30))
+@example("Größe order_id fetch(order_id) __")
+@example("_ é")
+@example("é_·x")
+def test_words_with_underscores_are_whole_tokens(text: str) -> None:
+    # non-ASCII text without CJK whose tokens are alphanumeric but for "_" (a pasted log in
+    # German): each token is one word, told by one isalnum of them all without "_"
+    assert words_of(fold(text)) == reference_words(fold(text))
+
+
 @pytest.mark.parametrize(
     ("pattern", "digits"),
     [
