@@ -228,12 +228,15 @@ class Facts:
         if len(body) > MAX_SCAN_CHARS:
             body = body[:MAX_SCAN_CHARS]
         self.texts = (subject, body)  # SUBJECT, BODY
-        self.ascii = (subject.isascii(), body.isascii())  # SUBJECT, BODY: the fast paths
+        self.ascii = ascii = (subject.isascii(), body.isascii())  # SUBJECT, BODY: fast paths
         self._vocabulary = vocabulary
         # by where (SUBJECT, BODY, BOTH); the caches most tickets never use are made when first
-        # used (each container made and freed per ticket costs a few hundred instructions)
-        self._folded: list[str | None] = [None, None, None]
-        self._lowered: list[str | None] = [None, None, None]
+        # used (each container made and freed per ticket costs a few hundred instructions).
+        # Folding ASCII text is lower(), as lowering is: for an ASCII ticket (most) one cache
+        # serves both, so a text is lowered once for keywords and regex prefilters alike.
+        folded: list[str | None] = [None, None, None]
+        self._folded = folded
+        self._lowered: list[str | None] = folded if ascii[0] and ascii[1] else [None, None, None]
         self._words: list[frozenset[str] | None] = [None, None, None]
         self._digits: list[int] | None = None  # SUBJECT, BODY; -1: not counted yet
         self._odd: list[bool | None] | None = None

@@ -625,6 +625,33 @@ def test_remaining_tests_and_explanations_agree_with_the_plain_reading(
     assert decision.notify == tuple(dict.fromkeys(n for a in actions for n in a.notify))
 
 
+def reference_lowered(text: str) -> str:
+    if text.isascii():
+        return text.lower()
+    return text.replace("\u0130", "i").lower().replace("\u0131", "i").replace("\u017f", "s")
+
+
+@given(
+    st.text(alphabet="aZ9 .İıſé", max_size=12),
+    st.text(alphabet="aZ9 .İıſé", max_size=12),
+    st.lists(st.tuples(st.booleans(), st.sampled_from([SUBJECT, BODY, BOTH])), max_size=8),
+)
+@example("Refund ORDER", "Money BACK", [(True, BOTH), (False, BOTH), (False, SUBJECT)])
+def test_folded_and_lowered_share_a_cache_only_when_that_is_the_same(
+    subject: str, body: str, calls: list[tuple[bool, int]]
+) -> None:
+    # for an ASCII ticket folding is lowering: one cache serves both, in any order of calls
+    facts = Facts(msg(subject=subject, body=body))
+    folded = [fold(subject), fold(body), fold(subject) + "\n" + fold(body)]
+    lowered = [reference_lowered(subject), reference_lowered(body)]
+    lowered.append(lowered[SUBJECT] + "\n" + lowered[BODY])
+    for fold_it, where in calls:
+        if fold_it:
+            assert facts.folded(where) == folded[where]
+        else:
+            assert facts.lowered(where) == lowered[where]
+
+
 class Tier(StrEnum):
     VIP = " VIP"
 
