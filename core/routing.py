@@ -669,6 +669,33 @@ def literal_prefix(pattern: str) -> str | None:
     return runs[0] if runs and runs[0] else None
 
 
+def caseless_anchor(pattern: str) -> str | None:
+    """Characters every match of ``pattern`` contains that match only themselves, even
+    case-insensitively (ASCII digits, punctuation, spaces: no other character's case maps to
+    them), so they are found in the raw text, not lowered: the longest run of them in the
+    pattern's top-level literals (see ``required_literal``), the first one that is not
+    common in text on a tie (``\\(`` rather than ``.``). None when there is none."""
+    pieces = []
+    for run in _literal_runs(pattern):
+        piece = ""
+        for char in run + "a":  # a letter ends the last piece
+            if char.isascii() and not char.isalpha():
+                piece += char
+            elif piece:
+                pieces.append(piece)
+                piece = ""
+    best = ""
+    for piece in pieces:
+        if len(piece) > len(best) or (
+            len(piece) == len(best) and best in _COMMON_CHARS and piece not in _COMMON_CHARS
+        ):
+            best = piece
+    return best or None
+
+
+_COMMON_CHARS = frozenset(" .,:;-'\"\n0123456789")  # in most texts: a weak anchor
+
+
 def _literal_runs(pattern: str) -> list[str]:
     """The runs of literal characters of the top level of ``pattern``, in order (see
     ``required_literal``); the first is "" unless the pattern starts with one (zero-width
@@ -963,6 +990,8 @@ class Matches:
     _compiled: tuple[_Compiled, ...] = field(init=False, repr=False, compare=False)
     # every pattern's required literal, when each has one (else None): see test
     _literals: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    # every pattern's caseless anchor, when each has one (else None): see test
+    _anchors: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     cost: ClassVar[int] = 8
 
     def __post_init__(self) -> None:
@@ -989,12 +1018,24 @@ class Matches:
         object.__setattr__(self, "_compiled", tuple(compiled))
         literals = tuple(c.literal for c in compiled if c.literal is not None)
         object.__setattr__(self, "_literals", literals if len(literals) == len(compiled) else None)
+        anchors = tuple(filter(None, map(caseless_anchor, self.patterns)))
+        object.__setattr__(self, "_anchors", anchors if len(anchors) == len(compiled) else None)
 
     @property
     def key(self) -> str:
         return ("when.subject_regex", "when.body_regex", "when.regex")[self.where]
 
     def test(self, facts: Facts) -> bool:
+        anchors = self._anchors
+        if anchors is not None:
+            # Found in the raw text (the body of most tickets need not be lowered for this):
+            # "(" of a stack trace's patterns is in few texts.
+            texts, where = facts.texts, self.where
+            for anchor in anchors:
+                if anchor in texts[where] if where != BOTH else _in_either(anchor, texts):
+                    break
+            else:
+                return False
         literals = self._literals
         if literals is not None:
             # Most texts hold none of the literals: one test each in the lowered text (for
@@ -1058,6 +1099,10 @@ class Matches:
         if id(self) not in facts.found:
             self.test(facts)
         return f"{_WHERE_NAMES[self.where]} matches {facts.found.get(id(self), '?')}"
+
+
+def _in_either(anchor: str, texts: tuple[str, str]) -> bool:
+    return anchor in texts[0] or anchor in texts[1]
 
 
 @dataclass(frozen=True, slots=True)

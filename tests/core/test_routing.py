@@ -31,6 +31,7 @@ from core.routing import (
     Rule,
     RuleSet,
     ascii_variant,
+    caseless_anchor,
     digit_run,
     fold,
     literal_prefix,
@@ -1101,6 +1102,48 @@ def test_regex_literals_rule_out_only_texts_without_a_match(
         None,
     )
     decision = route(rules, msg(subject=subject, body=body))
+    assert decision.matched is (first is not None)
+    if first is not None:
+        assert decision.fired[0].reason.endswith(f"matches /{first}/")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "anchor"),
+    [
+        (r"Traceback \(most recent call last\)", " ("),
+        (r"at [\w.$]+\(\w+\.java:\d+\)", "("),  # "(" rather than the common "." or ":"
+        (r"\bINV-\d{6}\b", "-"),
+        (r"\binvoice\b", None),  # letters: "İ", "ı" and "K" (Kelvin) match them too
+        (r"发票", None),
+        (r"a(?:b\(|c)", None),  # inside a group: not required
+        (r"x?\(y", "("),
+    ],
+)
+def test_caseless_anchor(pattern: str, anchor: str | None) -> None:
+    assert caseless_anchor(pattern) == anchor
+
+
+ANCHOR_PATTERNS = [r"tr \(m", r"at [\w.]+\(\w+\.j:\d\)", r"\bINV-\d\b"]
+
+
+@given(
+    st.text(alphabet="trmATj.:()-inv İıſ1\n", max_size=20),
+    st.text(alphabet="trmATj.:()-inv İıſ1\n", max_size=20),
+    st.sampled_from(["regex", "subject_regex", "body_regex"]),
+    st.integers(1, len(ANCHOR_PATTERNS)),
+)
+@example("x", "Tr (M at a.b(c.J:1)", "body_regex", 2)
+@example("inv-1", "x", "regex", 3)
+def test_caseless_anchors_rule_out_only_texts_without_a_match(
+    subject: str, body: str, key: str, count: int
+) -> None:
+    # every pattern has an anchor found in the raw (not lowered) text: a text holding none
+    # is ruled out first, and the explanation still names the first pattern that matches
+    patterns = ANCHOR_PATTERNS[:count]
+    assert all(caseless_anchor(p) for p in patterns)
+    texts = {"regex": (subject, body), "subject_regex": (subject,), "body_regex": (body,)}[key]
+    first = next((p for p in patterns if any(re.search(p, t, re.IGNORECASE) for t in texts)), None)
+    decision = route(one_rule({key: patterns}), msg(subject=subject, body=body))
     assert decision.matched is (first is not None)
     if first is not None:
         assert decision.fired[0].reason.endswith(f"matches /{first}/")
