@@ -565,6 +565,7 @@ class _Phrase(NamedTuple):
     keyword: str
     required: frozenset[str]  # words that must all occur before the regex is worth running
     regex: re.Pattern[str]
+    first: str  # what every match starts with: the search starts at its first occurrence
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,7 +598,8 @@ class Keywords:
                 if _WORD.match(kw[-1]):
                     pattern += _NOT_BEFORE_WORD
                 required = frozenset(_WORD.findall(kw))
-                phrases.append(_Phrase(kw, required, re.compile(pattern)))
+                first = kw.split(" ")[0]
+                phrases.append(_Phrase(kw, required, re.compile(pattern), first))
         object.__setattr__(self, "_singles", frozenset(singles))
         object.__setattr__(self, "_substrings", tuple(substrings))
         object.__setattr__(self, "_phrases", tuple(phrases))
@@ -630,9 +632,15 @@ class Keywords:
         phrases = self._phrases
         if phrases:
             words = facts.words(self.where)
-            for phrase in phrases:
-                if phrase.required <= words and phrase.regex.search(facts.folded(self.where)):
-                    return phrase.keyword
+            for keyword, required, regex, first in phrases:
+                if required <= words:
+                    # a match starts with the phrase's first part: re finds no literal to skip
+                    # to behind the lookbehind, and would try every position before it (a
+                    # search from there still sees the characters before, for the lookbehind)
+                    text = facts.folded(self.where)
+                    start = text.find(first)
+                    if start >= 0 and regex.search(text, start):
+                        return keyword
         return None
 
     def test(self, facts: Facts) -> bool:

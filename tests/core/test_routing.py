@@ -1147,3 +1147,40 @@ def test_caseless_anchors_rule_out_only_texts_without_a_match(
     assert decision.matched is (first is not None)
     if first is not None:
         assert decision.fired[0].reason.endswith(f"matches /{first}/")
+
+
+PHRASES = ["money back", "log in", "can't log in", "is down", "#vip club", "退款 now"]
+
+
+def reference_phrase(keyword: str, text: str) -> bool:
+    """A phrase keyword read plainly: its words separated by whitespace, not inside a word,
+    searched from the start of the folded text."""
+    cjk = "".join(f"{chr(low)}-{chr(high)}" for low, high in CJK_RANGES)
+    word = f"[^\\W{cjk}]"
+    pattern = r"\s+".join(re.escape(part) for part in fold(keyword).split())
+    if re.match(word, fold(keyword)[0]):
+        pattern = f"(?<!{word})" + pattern
+    if re.match(word, fold(keyword)[-1]):
+        pattern += f"(?!{word})"
+    return re.search(pattern, fold(text)) is not None
+
+
+@given(
+    st.lists(
+        st.sampled_from(["money", "back", "Log", "in", "can't", "is", "down", "#vip", "club"])
+        | st.text(alphabet="mlx#'\n \u00a0退款", max_size=4),
+        max_size=8,
+    ).map(" ".join),
+    st.sampled_from(PHRASES),
+)
+@example("xlog in", "log in")
+@example("login log  in", "log in")
+@example("money money\nback", "money back")
+@example("x#vip club", "#vip club")
+def test_phrases_searched_from_their_first_part_agree_with_a_plain_search(
+    text: str, keyword: str
+) -> None:
+    # a phrase's search starts at its first part's first occurrence in the text: the same
+    # answer as a search from the start (the lookbehind still sees the character before)
+    expected = reference_phrase(keyword, text)
+    assert fires({"keywords": [keyword]}, body=text) is expected
