@@ -110,8 +110,10 @@ def _tokens(folded: str) -> list[str] | set[str]:
     # non-ASCII text (accented Latin letters) has none, and then a token of word characters
     # only (isalnum, which is re's \w but "_") is one word, without the regex
     cjk = _may_hold_cjk(raw) and _CJK_RUN.search(folded) is not None
-    if not cjk and "".join(tokens).isalnum():
-        return tokens  # every token is alphanumeric (accented Latin text): one C pass tells
+    if not cjk and "".join(tokens).replace("_", "").isalnum():
+        # every token is alphanumeric but for "_" (accented Latin text, identifiers in a
+        # pasted log): each is one run of re's \w, which is isalnum or "_"; one C pass tells
+        return tokens
     if not cjk:
         words = set()
         for token in tokens:
@@ -226,12 +228,15 @@ class Facts:
         if len(body) > MAX_SCAN_CHARS:
             body = body[:MAX_SCAN_CHARS]
         self.texts = (subject, body)  # SUBJECT, BODY
-        self.ascii = (subject.isascii(), body.isascii())  # SUBJECT, BODY: the fast paths
+        self.ascii = ascii = (subject.isascii(), body.isascii())  # SUBJECT, BODY: fast paths
         self._vocabulary = vocabulary
         # by where (SUBJECT, BODY, BOTH); the caches most tickets never use are made when first
-        # used (each container made and freed per ticket costs a few hundred instructions)
-        self._folded: list[str | None] = [None, None, None]
-        self._lowered: list[str | None] = [None, None, None]
+        # used (each container made and freed per ticket costs a few hundred instructions).
+        # Folding ASCII text is lower(), as lowering is: for an ASCII ticket (most) one cache
+        # serves both, so a text is lowered once for keywords and regex prefilters alike.
+        folded: list[str | None] = [None, None, None]
+        self._folded = folded
+        self._lowered: list[str | None] = folded if ascii[0] and ascii[1] else [None, None, None]
         self._words: list[frozenset[str] | None] = [None, None, None]
         self._digits: list[int] | None = None  # SUBJECT, BODY; -1: not counted yet
         self._odd: list[bool | None] | None = None
@@ -560,6 +565,7 @@ class _Phrase(NamedTuple):
     keyword: str
     required: frozenset[str]  # words that must all occur before the regex is worth running
     regex: re.Pattern[str]
+    first: str  # what every match starts with: the search starts at its first occurrence
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,7 +598,8 @@ class Keywords:
                 if _WORD.match(kw[-1]):
                     pattern += _NOT_BEFORE_WORD
                 required = frozenset(_WORD.findall(kw))
-                phrases.append(_Phrase(kw, required, re.compile(pattern)))
+                first = kw.split(" ")[0]
+                phrases.append(_Phrase(kw, required, re.compile(pattern), first))
         object.__setattr__(self, "_singles", frozenset(singles))
         object.__setattr__(self, "_substrings", tuple(substrings))
         object.__setattr__(self, "_phrases", tuple(phrases))
@@ -625,9 +632,15 @@ class Keywords:
         phrases = self._phrases
         if phrases:
             words = facts.words(self.where)
-            for phrase in phrases:
-                if phrase.required <= words and phrase.regex.search(facts.folded(self.where)):
-                    return phrase.keyword
+            for keyword, required, regex, first in phrases:
+                if required <= words:
+                    # a match starts with the phrase's first part: re finds no literal to skip
+                    # to behind the lookbehind, and would try every position before it (a
+                    # search from there still sees the characters before, for the lookbehind)
+                    text = facts.folded(self.where)
+                    start = text.find(first)
+                    if start >= 0 and regex.search(text, start):
+                        return keyword
         return None
 
     def test(self, facts: Facts) -> bool:
@@ -662,6 +675,33 @@ def literal_prefix(pattern: str) -> str | None:
     ASCII text a search can start where this first occurs: no match starts before."""
     runs = _literal_runs(pattern)
     return runs[0] if runs and runs[0] else None
+
+
+def caseless_anchor(pattern: str) -> str | None:
+    """Characters every match of ``pattern`` contains that match only themselves, even
+    case-insensitively (ASCII digits, punctuation, spaces: no other character's case maps to
+    them), so they are found in the raw text, not lowered: the longest run of them in the
+    pattern's top-level literals (see ``required_literal``), the first one that is not
+    common in text on a tie (``\\(`` rather than ``.``). None when there is none."""
+    pieces = []
+    for run in _literal_runs(pattern):
+        piece = ""
+        for char in run + "a":  # a letter ends the last piece
+            if char.isascii() and not char.isalpha():
+                piece += char
+            elif piece:
+                pieces.append(piece)
+                piece = ""
+    best = ""
+    for piece in pieces:
+        if len(piece) > len(best) or (
+            len(piece) == len(best) and best in _COMMON_CHARS and piece not in _COMMON_CHARS
+        ):
+            best = piece
+    return best or None
+
+
+_COMMON_CHARS = frozenset(" .,:;-'\"\n0123456789")  # in most texts: a weak anchor
 
 
 def _literal_runs(pattern: str) -> list[str]:
@@ -958,6 +998,8 @@ class Matches:
     _compiled: tuple[_Compiled, ...] = field(init=False, repr=False, compare=False)
     # every pattern's required literal, when each has one (else None): see test
     _literals: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    # every pattern's caseless anchor, when each has one (else None): see test
+    _anchors: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     cost: ClassVar[int] = 8
 
     def __post_init__(self) -> None:
@@ -984,12 +1026,24 @@ class Matches:
         object.__setattr__(self, "_compiled", tuple(compiled))
         literals = tuple(c.literal for c in compiled if c.literal is not None)
         object.__setattr__(self, "_literals", literals if len(literals) == len(compiled) else None)
+        anchors = tuple(filter(None, map(caseless_anchor, self.patterns)))
+        object.__setattr__(self, "_anchors", anchors if len(anchors) == len(compiled) else None)
 
     @property
     def key(self) -> str:
         return ("when.subject_regex", "when.body_regex", "when.regex")[self.where]
 
     def test(self, facts: Facts) -> bool:
+        anchors = self._anchors
+        if anchors is not None:
+            # Found in the raw text (the body of most tickets need not be lowered for this):
+            # "(" of a stack trace's patterns is in few texts.
+            texts, where = facts.texts, self.where
+            for anchor in anchors:
+                if anchor in texts[where] if where != BOTH else _in_either(anchor, texts):
+                    break
+            else:
+                return False
         literals = self._literals
         if literals is not None:
             # Most texts hold none of the literals: one test each in the lowered text (for
@@ -1053,6 +1107,10 @@ class Matches:
         if id(self) not in facts.found:
             self.test(facts)
         return f"{_WHERE_NAMES[self.where]} matches {facts.found.get(id(self), '?')}"
+
+
+def _in_either(anchor: str, texts: tuple[str, str]) -> bool:
+    return anchor in texts[0] or anchor in texts[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1333,9 +1391,11 @@ class _Plan:
             for x in by_mode[MANY]
         )
         self.residual = tuple(residual)
-        # a rule's bit's length - 1 -> (its remaining conditions' tests, the rule, its bit)
+        # a rule's bit's length - 1 -> (its remaining conditions' test or None, its bit, what
+        # firing it does: see _firing)
         self.by_length = tuple(
-            (residual[i], rule, 1 << (len(rules) - 1 - i)) for i, rule in enumerate(rules)
+            (_one_test(residual[i]), 1 << (len(rules) - 1 - i), _firing(rule))
+            for i, rule in enumerate(rules)
         )[::-1]
         # every word a keyword test of these rules can ask about (see Facts)
         self.vocabulary = frozenset(
@@ -1411,6 +1471,58 @@ class _Plan:
 
 
 _SEEN_MAX = 4096
+
+
+def _one_test(tests: tuple[Callable[[Facts], bool], ...]) -> Callable[[Facts], bool] | None:
+    """A rule's remaining tests as one call (None: there are none), so ``route`` runs no loop
+    per candidate rule: most rules have one test left or none."""
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+
+    def all_of(facts: Facts) -> bool:
+        for test in tests:  # noqa: SIM110 (all() of a generator: a frame per call)
+            if not test(facts):
+                return False
+        return True
+
+    return all_of
+
+
+class _Firing(NamedTuple):
+    """What a rule does when it fires, as ``route`` applies it: its actions' fields, its name,
+    its explanation (a single condition's own explain: no call through Rule.explain), and
+    whether it stops evaluation."""
+
+    team: str | None
+    priority: Priority | None
+    assign: str | None
+    auto_reply: str | None
+    add_tags: tuple[str, ...]
+    notify: tuple[str, ...]
+    name: str
+    explain: Callable[[Facts], str]
+    stop: bool
+
+
+def _firing(rule: Rule) -> _Firing:
+    a = rule.actions
+    conditions = rule.conditions
+    explain = conditions[0].explain if len(conditions) == 1 else rule.explain
+    return _Firing(
+        a.team,
+        a.priority,
+        a.assign,
+        a.auto_reply,
+        a.add_tags,
+        a.notify,
+        rule.name,
+        explain,
+        rule.stop,
+    )
+
+
 _is_str = str.__instancecheck__  # isinstance(x, str) as a one-argument C function, for map
 
 
@@ -1468,25 +1580,24 @@ def route(rules: Iterable[Rule], inp: RoutingInput) -> RoutingDecision:
     fired: list[Fired] = []
     by_length = plan.by_length
     while possible:
-        checks, rule, bit = by_length[possible.bit_length() - 1]  # the first rule left
+        test, bit, firing = by_length[possible.bit_length() - 1]  # the first rule left
         possible ^= bit
-        for check in checks:
-            if not check(facts):
-                break
-        else:
-            a = rule.actions
-            if a.team is not None:
-                team = a.team
-            if a.priority is not None:
-                priority = a.priority
-            if a.assign is not None:
-                assign = a.assign
-            if a.auto_reply is not None:
-                auto_reply = a.auto_reply
-            tags.extend(a.add_tags)
-            notify.extend(a.notify)
-            fired.append(_new_fired(Fired, (rule.name, rule.explain(facts))))
-            if rule.stop:
+        if test is None or test(facts):
+            team_, priority_, assign_, auto_reply_, add_tags, to_notify, name, explain, stop = (
+                firing
+            )
+            if team_ is not None:
+                team = team_
+            if priority_ is not None:
+                priority = priority_
+            if assign_ is not None:
+                assign = assign_
+            if auto_reply_ is not None:
+                auto_reply = auto_reply_
+            tags.extend(add_tags)
+            notify.extend(to_notify)
+            fired.append(_new_fired(Fired, (name, explain(facts))))
+            if stop:
                 break
     if not fired:
         return _NO_DECISION

@@ -31,6 +31,7 @@ from core.routing import (
     Rule,
     RuleSet,
     ascii_variant,
+    caseless_anchor,
     digit_run,
     fold,
     literal_prefix,
@@ -565,6 +566,93 @@ def test_indexed_evaluation_agrees_with_the_plain_reading() -> None:
         assert [f.rule for f in route(list(rules), inp).fired] == expected
 
 
+RESIDUAL_RULES = parse_rules(
+    {
+        "rules": [
+            {  # two conditions left to run per rule (the index decides neither)
+                "name": "two-left",
+                "when": {"regex": r"order\s*#?\d+", "keywords": ["money back"]},
+                "then": {"team": "billing", "add_tags": ["refund"]},
+                "stop": False,
+            },
+            {  # three: each explained in the rule's order
+                "name": "three-left",
+                "when": {
+                    "body_regex": r"\d{3}",
+                    "keywords": ["refund", "money back"],
+                    "time": {"tz": "Asia/Tokyo", "hours": "09:00-18:00"},
+                },
+                "then": {"priority": "high", "notify": ["slack:U1"]},
+                "stop": False,
+            },
+            {
+                "name": "one-left",
+                "when": {"keywords": ["refund"]},
+                "then": {"assign": "round_robin"},
+            },
+            {"name": "none-left", "when": {"channel": ["web"]}, "then": {"auto_reply": "Hi $name"}},
+        ]
+    }
+)
+
+
+@given(
+    st.lists(st.sampled_from(["order #12345", "money back", "refund", "money", "back", "7"])),
+    st.sampled_from(["email", "web"]),
+    st.integers(0, 23),
+)
+def test_remaining_tests_and_explanations_agree_with_the_plain_reading(
+    words: list[str], channel: str, hour: int
+) -> None:
+    # route runs a rule's remaining tests as one call and explains a rule of one condition
+    # with that condition's own explain: the same decision as the rules read one by one
+    inp = msg(body=" ".join(words), channel=channel, received_at=utc(2026, 3, 2, hour))
+    decision = route(RESIDUAL_RULES, inp)
+    facts, fired = Facts(inp), []
+    for rule in RESIDUAL_RULES:
+        if rule.matches(facts):
+            fired.append((rule.name, rule.explain(facts)))
+            if rule.stop:
+                break
+    assert [tuple(f) for f in decision.fired] == fired
+    actions = [next(r for r in RESIDUAL_RULES if r.name == name).actions for name, _ in fired]
+    assert decision.team == next((a.team for a in reversed(actions) if a.team), None)
+    assert decision.priority == next((a.priority for a in reversed(actions) if a.priority), None)
+    assert decision.assign == next((a.assign for a in reversed(actions) if a.assign), None)
+    assert decision.auto_reply == next(
+        (a.auto_reply for a in reversed(actions) if a.auto_reply), None
+    )
+    assert decision.tags == tuple(dict.fromkeys(t for a in actions for t in a.add_tags))
+    assert decision.notify == tuple(dict.fromkeys(n for a in actions for n in a.notify))
+
+
+def reference_lowered(text: str) -> str:
+    if text.isascii():
+        return text.lower()
+    return text.replace("\u0130", "i").lower().replace("\u0131", "i").replace("\u017f", "s")
+
+
+@given(
+    st.text(alphabet="aZ9 .İıſé", max_size=12),
+    st.text(alphabet="aZ9 .İıſé", max_size=12),
+    st.lists(st.tuples(st.booleans(), st.sampled_from([SUBJECT, BODY, BOTH])), max_size=8),
+)
+@example("Refund ORDER", "Money BACK", [(True, BOTH), (False, BOTH), (False, SUBJECT)])
+def test_folded_and_lowered_share_a_cache_only_when_that_is_the_same(
+    subject: str, body: str, calls: list[tuple[bool, int]]
+) -> None:
+    # for an ASCII ticket folding is lowering: one cache serves both, in any order of calls
+    facts = Facts(msg(subject=subject, body=body))
+    folded = [fold(subject), fold(body), fold(subject) + "\n" + fold(body)]
+    lowered = [reference_lowered(subject), reference_lowered(body)]
+    lowered.append(lowered[SUBJECT] + "\n" + lowered[BODY])
+    for fold_it, where in calls:
+        if fold_it:
+            assert facts.folded(where) == folded[where]
+        else:
+            assert facts.lowered(where) == lowered[where]
+
+
 class Tier(StrEnum):
     VIP = " VIP"
 
@@ -781,6 +869,16 @@ def test_words_of_is_runs_of_word_characters(text: str) -> None:
 @given(st.text(alphabet=WORD_ALPHABET, max_size=40))
 def test_words_of_random_mixed_text(text: str) -> None:
     # words within Latin text without CJK are whole tokens; next to CJK they are split out
+    assert words_of(fold(text)) == reference_words(fold(text))
+
+
+@given(st.text(alphabet="_aé9 .(ж\u0301·", max_size=30))
+@example("Größe order_id fetch(order_id) __")
+@example("_ é")
+@example("é_·x")
+def test_words_with_underscores_are_whole_tokens(text: str) -> None:
+    # non-ASCII text without CJK whose tokens are alphanumeric but for "_" (a pasted log in
+    # German): each token is one word, told by one isalnum of them all without "_"
     assert words_of(fold(text)) == reference_words(fold(text))
 
 
@@ -1007,3 +1105,82 @@ def test_regex_literals_rule_out_only_texts_without_a_match(
     assert decision.matched is (first is not None)
     if first is not None:
         assert decision.fired[0].reason.endswith(f"matches /{first}/")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "anchor"),
+    [
+        (r"Traceback \(most recent call last\)", " ("),
+        (r"at [\w.$]+\(\w+\.java:\d+\)", "("),  # "(" rather than the common "." or ":"
+        (r"\bINV-\d{6}\b", "-"),
+        (r"\binvoice\b", None),  # letters: "İ", "ı" and "K" (Kelvin) match them too
+        (r"发票", None),
+        (r"a(?:b\(|c)", None),  # inside a group: not required
+        (r"x?\(y", "("),
+    ],
+)
+def test_caseless_anchor(pattern: str, anchor: str | None) -> None:
+    assert caseless_anchor(pattern) == anchor
+
+
+ANCHOR_PATTERNS = [r"tr \(m", r"at [\w.]+\(\w+\.j:\d\)", r"\bINV-\d\b"]
+
+
+@given(
+    st.text(alphabet="trmATj.:()-inv İıſ1\n", max_size=20),
+    st.text(alphabet="trmATj.:()-inv İıſ1\n", max_size=20),
+    st.sampled_from(["regex", "subject_regex", "body_regex"]),
+    st.integers(1, len(ANCHOR_PATTERNS)),
+)
+@example("x", "Tr (M at a.b(c.J:1)", "body_regex", 2)
+@example("inv-1", "x", "regex", 3)
+def test_caseless_anchors_rule_out_only_texts_without_a_match(
+    subject: str, body: str, key: str, count: int
+) -> None:
+    # every pattern has an anchor found in the raw (not lowered) text: a text holding none
+    # is ruled out first, and the explanation still names the first pattern that matches
+    patterns = ANCHOR_PATTERNS[:count]
+    assert all(caseless_anchor(p) for p in patterns)
+    texts = {"regex": (subject, body), "subject_regex": (subject,), "body_regex": (body,)}[key]
+    first = next((p for p in patterns if any(re.search(p, t, re.IGNORECASE) for t in texts)), None)
+    decision = route(one_rule({key: patterns}), msg(subject=subject, body=body))
+    assert decision.matched is (first is not None)
+    if first is not None:
+        assert decision.fired[0].reason.endswith(f"matches /{first}/")
+
+
+PHRASES = ["money back", "log in", "can't log in", "is down", "#vip club", "退款 now"]
+
+
+def reference_phrase(keyword: str, text: str) -> bool:
+    """A phrase keyword read plainly: its words separated by whitespace, not inside a word,
+    searched from the start of the folded text."""
+    cjk = "".join(f"{chr(low)}-{chr(high)}" for low, high in CJK_RANGES)
+    word = f"[^\\W{cjk}]"
+    pattern = r"\s+".join(re.escape(part) for part in fold(keyword).split())
+    if re.match(word, fold(keyword)[0]):
+        pattern = f"(?<!{word})" + pattern
+    if re.match(word, fold(keyword)[-1]):
+        pattern += f"(?!{word})"
+    return re.search(pattern, fold(text)) is not None
+
+
+@given(
+    st.lists(
+        st.sampled_from(["money", "back", "Log", "in", "can't", "is", "down", "#vip", "club"])
+        | st.text(alphabet="mlx#'\n \u00a0退款", max_size=4),
+        max_size=8,
+    ).map(" ".join),
+    st.sampled_from(PHRASES),
+)
+@example("xlog in", "log in")
+@example("login log  in", "log in")
+@example("money money\nback", "money back")
+@example("x#vip club", "#vip club")
+def test_phrases_searched_from_their_first_part_agree_with_a_plain_search(
+    text: str, keyword: str
+) -> None:
+    # a phrase's search starts at its first part's first occurrence in the text: the same
+    # answer as a search from the start (the lookbehind still sees the character before)
+    expected = reference_phrase(keyword, text)
+    assert fires({"keywords": [keyword]}, body=text) is expected
