@@ -1375,15 +1375,12 @@ class _Plan:
             )
 
         self.single, self.several, self.exists = lookups(ONE), lookups(SEVERAL), lookups(EXISTS)
-        self.customer = tuple(
-            (
-                x.source,
-                x.baked(everything).get,
-                _as_given(x.baked(everything)).get,
-                x.others(everything),
-            )
-            for x in by_mode[CUSTOMER]
-        )
+
+        def customer_lookups(x: _Index) -> tuple[Any, Any, Any, int]:
+            baked = x.baked(everything)  # built once for both lookups
+            return x.source, baked.get, _as_given(baked).get, x.others(everything)
+
+        self.customer = tuple(customer_lookups(x) for x in by_mode[CUSTOMER])
         # words last: splitting the text is the one costly step here, and it is skipped when
         # no rule still possible needs it
         self.words = tuple(
