@@ -17,9 +17,9 @@ from core.accounts import Principal, Role
 from core.errors import InvalidInput, NotFound
 from core.messages import Attachment, Channel, InboundMessage, Sender
 from gateway.api import iso, principal
-from gateway.http import Api, client_ip, parse_id, problem, query_int
+from gateway.http import Api, client_ip, problem, query_int
 from gateway.state import HELPDESK
-from gateway.validation import clean_email, clean_name
+from gateway.validation import clean_email, clean_name, parse_id
 
 admin = Api()
 

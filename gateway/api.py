@@ -21,7 +21,6 @@ from gateway.http import (
     Api,
     client_ip,
     field_str,
-    parse_id,
     path_number,
     problem,
     query_int,
@@ -30,7 +29,7 @@ from gateway.http import (
 )
 from gateway.pages import sanitize
 from gateway.state import HELPDESK, INTAKE_LIMITER, SENDER_LIMITER
-from gateway.validation import clean_email, clean_name
+from gateway.validation import clean_email, clean_name, parse_id
 
 api = Api()
 

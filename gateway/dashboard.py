@@ -30,7 +30,7 @@ from core.tickets import Priority
 from gateway import charts, csrf
 from gateway.login import add_login_routes, manager_or_refusal
 from gateway.pages import render
-from gateway.reports_api import csv_text, dashboard_rows, parse_filter
+from gateway.report_tables import csv_text, dashboard_rows, parse_filter
 from gateway.state import HELPDESK
 
 PERIODS = (7, 30, 90)

@@ -24,6 +24,7 @@ from core.errors import (
     TooLarge,
     Unauthorized,
 )
+from gateway.validation import parse_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -169,15 +170,6 @@ def query_int(
     if (low is not None and value < low) or (high is not None and value > high):
         raise InvalidInput(f"{name} must be between {low} and {high}", name)
     return value
-
-
-def parse_id(raw: str) -> int | None:
-    """An id as sent in a URL: ASCII digits that fit a 64-bit column, else None. (str.isdigit
-    alone is not enough: it accepts "²", which int() refuses, and any length, which the
-    database refuses.)"""
-    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
-        return int(raw)
-    return None
 
 
 def path_number(request: web.Request) -> int:

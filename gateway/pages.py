@@ -19,9 +19,9 @@ from core.links import ActionLinks
 from core.messages import Attachment, Channel, InboundMessage, Interaction, Sender, ThreadHints
 from core.views import view_from_row
 from gateway import csrf
-from gateway.http import client_ip, parse_id, sender_key
+from gateway.http import client_ip, sender_key
 from gateway.state import HELPDESK, HUB, INTAKE_LIMITER, SENDER_LIMITER, SETTINGS, TEMPLATES
-from gateway.validation import clean_email, clean_name
+from gateway.validation import clean_email, clean_name, parse_id
 
 routes = web.RouteTableDef()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from core import reports as kpis
 from core.ports import utc_now
-from gateway.reports_api import csv_text, dashboard_rows, parse_filter, plain, rows
+from gateway.report_tables import csv_text, dashboard_rows, parse_filter, plain, rows
 
 
 def _duration(seconds: float | None) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from gateway.http import parse_id
+from gateway.validation import parse_id
 
 COOKIE = "hl_session"
 LIFETIME = timedelta(hours=12)

@@ -1,4 +1,4 @@
-"""Checks of what customers type into the form and the JSON intake."""
+"""Checks of what clients send: the form's and the JSON intake's fields, ids in URLs."""
 
 from __future__ import annotations
 
@@ -20,3 +20,12 @@ def clean_email(value: str) -> str:
 def clean_name(value: str) -> str:
     # control characters would corrupt mail headers and pages
     return "".join(ch for ch in value.strip() if ch.isprintable())[:200]
+
+
+def parse_id(raw: str) -> int | None:
+    """An id as sent in a URL: ASCII digits that fit a 64-bit column, else None. (str.isdigit
+    alone is not enough: it accepts "²", which int() refuses, and any length, which the
+    database refuses.)"""
+    if raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        return int(raw)
+    return None

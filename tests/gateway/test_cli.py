@@ -132,6 +132,15 @@ def test_kb_import_markdown_and_csv(config: Path, tmp_path: Path) -> None:
     assert broken.returncode == 2 and "no title" in broken.stderr
 
 
+def test_commands_but_serve_start_without_the_web_stack() -> None:
+    """aiohttp, the chat libraries and the routes are imported by `serve` alone: the other
+    commands (agent, token, report, migrate...) start in about half the time."""
+    heavy = ("aiohttp", "telegram", "slack_bolt", "jinja2", "gateway.app", "gateway.http")
+    code = f"import sys, gateway.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(("kind", "module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
 def test_serve_runs_on_the_configured_event_loop(kind: str, module: str) -> None:
     loop = new_event_loop(kind)

@@ -186,7 +186,7 @@ async def test_the_report_command(
 
 
 def test_an_iso_moment_with_offset_is_kept() -> None:
-    from gateway.reports_api import parse_filter
+    from gateway.report_tables import parse_filter
 
     f = parse_filter({"since": "2026-03-01T08:00+02:00"}, datetime(2026, 3, 2, tzinfo=UTC))
     assert f.since == datetime(2026, 3, 1, 6, tzinfo=UTC)
