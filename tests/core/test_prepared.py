@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
@@ -210,9 +210,19 @@ ZONES = [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes
 
 
 @given(st.datetimes(timezones=st.sampled_from(ZONES)))
+@example(datetime(1, 1, 1, tzinfo=ZONES[2]))  # found by hypothesis: year 0 in UTC
 def test_a_utc_datetime_is_stored_as_sqlalchemy_would(value: datetime) -> None:
-    """The fast path's text for SQLite (one isoformat for a UTC datetime) is SQLAlchemy's."""
+    """The fast path's text for SQLite (one isoformat for a UTC datetime) is SQLAlchemy's; a
+    moment whose UTC time lies outside datetime's range (1 January of year 1 at +05:45) is
+    refused by both alike."""
     dialect = sqlite_dialect()
     theirs = UtcDateTime().dialect_impl(dialect).bind_processor(dialect)
     assert theirs is not None
-    assert _sqlite_utc_text(theirs)(value) == theirs(value)
+    ours = _sqlite_utc_text(theirs)
+    try:
+        expected = theirs(value)
+    except OverflowError:
+        with pytest.raises(OverflowError):
+            ours(value)
+        return
+    assert ours(value) == expected
