@@ -437,15 +437,16 @@ def report(
         )
         print(head)
         print("-" * len(head))
-        for r in smtp.values():
+        for server in smtp.values():
+            errors = sum(server.sample.errors.values())
             print(
-                f"{r.name:<10} | {r.mails:>6} | {sum(r.sample.errors.values()):>6} | "
-                f"{r.throughput:>8.0f} | {r.ms(0.5):>7.1f} | {r.ms(0.99):>7.1f} | "
-                f"{r.server_cpu:>5.0%}/{r.client_cpu:<5.0%}"
+                f"{server.name:<10} | {server.mails:>6} | {errors:>6} | "
+                f"{server.throughput:>8.0f} | {server.ms(0.5):>7.1f} | {server.ms(0.99):>7.1f} | "
+                f"{server.server_cpu:>5.0%}/{server.client_cpu:<5.0%}"
             )
-        for r in smtp.values():
-            for key, n in sorted(r.sample.errors.items()):
-                print(f"  {r.name} error: {key} x{n}")
+        for server in smtp.values():
+            for key, n in sorted(server.sample.errors.items()):
+                print(f"  {server.name} error: {key} x{n}")
         print("(CPU: share of one core used by the server process / by the client threads)")
         helpline_smtp = smtp.get("helpline")
         reference = smtp.get("reference")

@@ -420,29 +420,33 @@ def report(run: Run) -> bool:
             f"{min(rates):.3f} / median {statistics.median(rates):.3f} / max {max(rates):.3f} "
             f"(allowed 1/s each; 30/s shared by {len(per_chat)} chats is {fair:.2f}/s each)"
         )
-    for name, fake in (("Slack", slack), ("Telegram", telegram)):
+    for name, enforcement in (("Slack", slack), ("Telegram", telegram)):
         by_limit: dict[str, list[float]] = {}
-        for _, _, limit, early in fake.throttled:
+        for _, _, limit, early in enforcement.throttled:
             by_limit.setdefault(limit, []).append(early * s * 1000)
-        for limit, early in sorted(by_limit.items()):
+        for limit, earlies in sorted(by_limit.items()):
             print(
-                f"  {name} 429: {limit} x{len(early)}, too early by {min(early):.1f}-"
-                f"{max(early):.1f} ms of platform time (median {statistics.median(early):.1f})"
+                f"  {name} 429: {limit} x{len(earlies)}, too early by {min(earlies):.1f}-"
+                f"{max(earlies):.1f} ms of platform time (median {statistics.median(earlies):.1f})"
             )
     # Where a 429 comes from: a message that left the gate late already breaks the window on
     # our side (the gate books by spacing; a late departure crowds the ones booked after it)
-    limits = [("Slack", [(1, 1.0, None)]), ("Telegram", [(30, 1.0, "bot"), (1, 1.0, None)])]
+    # (count, per platform seconds, key: a shared one, or None for the message's own)
+    limits: list[tuple[str, list[tuple[int, float, str | None]]]] = [
+        ("Slack", [(1, 1.0, None)]),
+        ("Telegram", [(30, 1.0, "bot"), (1, 1.0, None)]),
+    ]
     for (name, windows), gate in zip(limits, run.gates, strict=True):
         if not gate.released:
             continue
         late = sorted((left - booked) * 1000 for _, booked, left in gate.released)
         broke = 0
-        checks = [(Window(count, per / s), key) for count, per, key in windows]
+        ours = [(Window(count, per / s), key) for count, per, key in windows]
         for key, _, left in sorted(gate.released, key=lambda r: r[2]):
-            if any(w.wait(k or key, left) for w, k in checks):
+            if any(w.wait(k or key, left) for w, k in ours):
                 broke += 1
             else:
-                for w, k in checks:
+                for w, k in ours:
                     w.add(k or key, left)
         print(
             f"  {name} gate: left late by p50 {late[len(late) // 2]:.1f} / p99 "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -34,8 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection
+
 from core import reports
-from core.persistence.database import open_database
+from core.persistence.database import Database, open_database
 from core.persistence.migrate import upgrade
 from core.reports import ReportFilter
 
@@ -203,7 +206,7 @@ def generate(n: int, seed: int) -> Generated:
                 replies_n += 1
                 first_at = t if first_at is None else first_at
             elif kind == "status":
-                previous, status = change
+                previous, status = transition[data]  # as `change`, but typed str, not None
                 if status == "resolved":
                     resolved_at = t
                 elif status == "closed":
@@ -321,10 +324,11 @@ def build(path: Path, n: int, seed: int) -> None:
         f"current_status) SELECT ticket_id, {_ts('at')}, actor, kind, data, '', prev, cur "
         "FROM e ORDER BY at, rowid"
     )
+    answers_in_time_order = sorted(data.answers, key=lambda answer: answer[3])
     con.executemany(
         "INSERT INTO survey_responses (ticket_id, kind, score, comment, created_at) "
         f"VALUES (?, ?, ?, '', {_ts('?')})",
-        sorted(data.answers, key=lambda a: a[3]),
+        answers_in_time_order,
     )
     con.execute("INSERT INTO counters (name, value) VALUES ('ticket', ?)", (n,))
     for _, sql in indexes:
@@ -385,6 +389,13 @@ def _time(read: Callable[[], Awaitable[Any]], runs: int) -> list[float]:
     return asyncio.run(go())
 
 
+def _reading(
+    db: Database, kpi: Callable[[Connection, ReportFilter], Any], f: ReportFilter
+) -> Callable[[], Awaitable[Any]]:
+    """One read of ``kpi`` for ``f``, to time (bound here, not to the caller's loop variables)."""
+    return lambda: db.read(lambda conn: kpi(conn, f))
+
+
 @dataclass(frozen=True)
 class Row:
     case: Case
@@ -399,12 +410,12 @@ def measure(path: Path, runs: int, per_kpi: bool, targets_only: bool = False) ->
     try:
         for case in [each for each in cases() if each.target or not targets_only]:
             f = case.make()
-            dashboard = _time(lambda f=f: reports.read_all_kpis(db, f), runs)
-            one = _time(lambda f=f: db.read(lambda c: reports.all_kpis(c, f)), runs)
+            dashboard = _time(functools.partial(reports.read_all_kpis, db, f), runs)
+            one = _time(_reading(db, reports.all_kpis, f), runs)
             parts: dict[str, float] = {}
             if per_kpi:
                 for name, kpi in reports.KPIS.items():
-                    alone = _time(lambda k=kpi, f=f: db.read(lambda c: k(c, f)), runs)
+                    alone = _time(_reading(db, kpi, f), runs)
                     parts[name] = statistics.median(alone)
             out.append(Row(case, statistics.median(dashboard), statistics.median(one), parts))
     finally:

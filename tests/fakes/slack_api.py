@@ -591,7 +591,9 @@ class FakeSlack(LoopbackServer):
         self.messages[(channel, ts)] = message
         # client_msg_id is not a chat.postMessage arg on real Slack; we keep whatever the
         # caller sent (arg or metadata.event_payload) so exactly-once tests can key on it.
-        metadata = p.get("metadata") if isinstance(p.get("metadata"), dict) else {}
+        metadata = p.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
         client_msg_id = p.get("client_msg_id") or metadata.get("event_payload", {}).get(
             "client_msg_id"
         )
