@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from core import once
 from core.events import SlaBreached, SlaWarning, TicketAssigned
 from core.persistence.models import Team, Ticket, table_of
+from core.persistence.prepared import Prepared
 from core.persistence.records import record, touch
 from core.sla import (
     BREACH,
@@ -69,14 +70,16 @@ _DUE_FOR_CHECK_SQLITE = str(
     .where(*_UNDER_POLICY, tickets.c.sla_next_check <= literal_column("?"))
     .compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
 )
-_ONE = select(
-    *_SNAPSHOT_COLUMNS,
-    tickets.c.sla_next_check,
-    tickets.c.number,
-    tickets.c.status,
-    tickets.c.team_id,
-    tickets.c.assignee_id,
-).where(tickets.c.id == bindparam("ticket_id"))
+_ONE = Prepared(
+    select(
+        *_SNAPSHOT_COLUMNS,
+        tickets.c.sla_next_check,
+        tickets.c.number,
+        tickets.c.status,
+        tickets.c.team_id,
+        tickets.c.assignee_id,
+    ).where(tickets.c.id == bindparam("ticket_id"))
+)
 
 
 def policy_named(sla: SlaSettings, name: str | None) -> SlaPolicy | None:
@@ -252,7 +255,7 @@ def reschedule(conn: Connection, ctx: UnitContext, ticket_ids: Sequence[int]) ->
     just read: a change committed meanwhile (which set the check time to now) wins."""
     sla = ctx.settings.sla
     for ticket_id in ticket_ids:
-        row = conn.execute(_ONE, {"ticket_id": ticket_id}).first()
+        row = _ONE.run(conn, {"ticket_id": ticket_id}).first()
         if row is None:
             continue
         upcoming = next_check_of(_snapshot(row), sla) if row.status in OPEN_STATUSES else None
@@ -274,7 +277,7 @@ def fire(conn: Connection, ctx: UnitContext, ticket_id: int, signal: SlaSignal) 
     """Record one signal, queue its pings and apply the policy's breach actions; False when it
     no longer applies (the ticket changed) or was fired already (by this or another process)."""
     sla = ctx.settings.sla
-    row = conn.execute(_ONE, {"ticket_id": ticket_id}).first()
+    row = _ONE.run(conn, {"ticket_id": ticket_id}).first()
     if row is None or row.status not in OPEN_STATUSES:
         return False
     still = sweep([_snapshot(row)], ctx.now, sla.policies, sla.calendar_map)

@@ -21,6 +21,7 @@ from core.links import portal_token, status_url
 from core.messages import Channel, OutboundMessage, ThreadRef
 from core.outbox import automatic_allowed, enqueue
 from core.persistence.models import Agent, Customer, Identity, Team, Ticket, table_of
+from core.persistence.prepared import Prepared
 from core.persistence.records import record
 
 tickets = table_of(Ticket)
@@ -175,11 +176,11 @@ TICKET_VIEW = (
     .outerjoin(teams, teams.c.id == tickets.c.team_id)
     .outerjoin(agents, agents.c.id == tickets.c.assignee_id)
 )
-_VIEW = TICKET_VIEW.where(tickets.c.id == bindparam("ticket_id"))
+_VIEW = Prepared(TICKET_VIEW.where(tickets.c.id == bindparam("ticket_id")))
 
 
 def load_view(conn: Connection, ctx: UnitContext, ticket_id: int) -> TicketView:
-    row = conn.execute(_VIEW, {"ticket_id": ticket_id}).one()
+    row = _VIEW.run(conn, {"ticket_id": ticket_id}).one()
     return view_from_row(row, ctx)
 
 

@@ -22,9 +22,9 @@ itself:
 
 ``run`` delegates to ``conn.execute`` whenever the statement needs what this fast path does not
 do (expanding ``IN`` parameters, callable column defaults, a missing required parameter,
-duplicate result names), outside a transaction (SQLAlchemy's autobegin must
-run first), and on other drivers. Statement logging (``echo``) and ``*_cursor_execute`` events
-do not see the fast path's statements.
+duplicate result names, numeric result columns on asyncpg), outside a transaction
+(SQLAlchemy's autobegin must run first), and on other drivers. Statement logging (``echo``)
+and ``*_cursor_execute`` events do not see the fast path's statements.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Numeric
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.sql import Executable
@@ -241,6 +241,10 @@ def _compile(statement: Executable, dialect: Dialect, names: tuple[str, ...]) ->
         if dialect.driver != "asyncpg":
             return None
         columns = []
+    if dialect.driver == "asyncpg" and any(isinstance(c.type, Numeric) for c in columns):
+        # its numeric result processors depend on the column's type code (float8 or numeric),
+        # which only the executed statement's description tells
+        return None
     if columns:
         keys = [c.keyname for c in columns]
         if not all(_field_name(k) for k in keys) or len(set(keys)) != len(keys):

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ClauseElement
 
 from core.persistence.models import (
     Counter,
@@ -182,5 +183,14 @@ def find_thread_ref(
     return None
 
 
+# the columns to set are the parameters' names (one plan per set of names, see Prepared)
+_TOUCH = Prepared(update(tickets).where(tickets.c.id == bindparam("touched_ticket")))
+
+
 def touch(conn: Connection, ticket_id: int, now: datetime, **values: Any) -> None:
-    conn.execute(update(tickets).where(tickets.c.id == ticket_id).values(updated_at=now, **values))
+    """Set ``values`` and ``updated_at`` on the ticket; a value may be a SQL expression."""
+    if any(isinstance(v, ClauseElement) for v in values.values()):
+        stmt = update(tickets).where(tickets.c.id == ticket_id)
+        conn.execute(stmt.values(updated_at=now, **values))
+        return
+    _TOUCH.run(conn, {"touched_ticket": ticket_id, "updated_at": now, **values})

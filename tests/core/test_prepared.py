@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection, Float, bindparam, cast, insert, select
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound, StatementError
 
@@ -100,6 +100,24 @@ async def test_both_backends_take_the_fast_path(
 
     await db.write(unit)
     assert delegated == []
+
+
+async def test_a_float_column_reads_as_through_sqlalchemy(db: Database) -> None:
+    # asyncpg's numeric result processors need the column's type code, known only after the
+    # statement ran: there the fast path hands such a statement to SQLAlchemy
+    share = Prepared(
+        select(customers.c.id, cast(bindparam("share"), Float).label("share")).where(
+            customers.c.email == bindparam("email")
+        )
+    )
+
+    def unit(conn: Connection) -> tuple[Any, Any]:
+        customer(conn, "flo@example.org", {})
+        params = {"share": 0.25, "email": "flo@example.org"}
+        return share.run(conn, params).one(), conn.execute(share.statement, params).one()
+
+    fast, plain = await db.write(unit)
+    assert tuple(fast) == tuple(plain) and fast.share == 0.25 and type(fast.share) is float
 
 
 async def test_left_out_columns_get_their_defaults(db: Database) -> None:
