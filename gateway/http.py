@@ -7,7 +7,7 @@ import functools
 import json
 import re
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,32 +180,65 @@ def path_number(request: web.Request) -> int:
 
 
 class RateLimiter:
-    """A sliding window per key (a client IP, a sender) in this process's memory."""
+    """A sliding window per key (a client IP, a sender) in this process's memory.
+
+    Memory holds only the keys checked within the last two windows or so: keys are kept in
+    the order they were last checked, and the least recently checked ones are dropped once
+    their hits have expired (O(1) amortized per check). ``max_keys`` caps even that (a flood
+    of distinct senders): beyond it the least recently checked key is forgotten, which only
+    lets that key start its count afresh."""
 
     def __init__(
-        self, limit: int, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
     ) -> None:
         self.limit = limit
         self.window = window
         self.clock = clock
-        self._hits: dict[str, deque[tuple[float, str | None]]] = {}
+        self.max_keys = max_keys
+        # per key, its hits in the window: (time, submission id), oldest first. A list, not a
+        # deque: most keys hold a hit or two, and an empty deque alone takes ~600 bytes
+        self._hits: OrderedDict[str, list[tuple[float, str | None]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many keys are tracked."""
+        return len(self._hits)
 
     def check(self, key: str, submission: str | None = None) -> float | None:
         """Count a hit; None when allowed, else the seconds until the next hit is allowed.
         A ``submission`` id (an idempotency key) already counted in the window is a retry of
         the same submission: allowed and not counted again (a double-click, a client retry)."""
         now = self.clock()
-        hits = self._hits.setdefault(key, deque())
-        while hits and hits[0][0] <= now - self.window:
-            hits.popleft()
+        since = now - self.window
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = self._hits[key] = []
+        else:
+            self._hits.move_to_end(key)
+            expired = 0
+            while expired < len(hits) and hits[expired][0] <= since:
+                expired += 1
+            del hits[:expired]
+        self._forget(since)
         if submission is not None and any(seen == submission for _, seen in hits):
             return None
         if len(hits) >= self.limit:
             return hits[0][0] + self.window - now
         hits.append((now, submission))
-        if len(self._hits) > 100_000:  # forget idle clients so memory stays bounded
-            self._hits = {k: v for k, v in self._hits.items() if v and v[-1][0] > now - self.window}
         return None
+
+    def _forget(self, since: float) -> None:
+        """Drop the least recently checked keys while they hold no hit after ``since``, or
+        while there are too many. A key behind one still counting may hold only expired hits
+        (it was refused a while ago); it goes when it reaches the front, within a window."""
+        while len(self._hits) > 1:
+            key, hits = next(iter(self._hits.items()))
+            if len(self._hits) <= self.max_keys and hits and hits[-1][0] > since:
+                return
+            del self._hits[key]
 
 
 def sender_key(email: str) -> str:
