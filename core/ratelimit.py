@@ -44,9 +44,20 @@ class RateGate:
         self._reserved: dict[str, list[float]] = {}
         self._held: dict[str, float] = {}
         self._departed: dict[str, deque[float]] = {}
+        # keys are per chat: forget the idle ones now and then, or a bot that has talked to a
+        # million customers keeps a million of them
+        self._longest = 0.0  # the longest window seen: what is older never matters
+        self._next_sweep = 0.0
+
+    def tracked(self) -> int:
+        """How many keys are remembered (not ``__len__``: an empty gate must stay truthy)."""
+        return len(self._reserved.keys() | self._held.keys() | self._departed.keys())
 
     def reserve(self, paces: list[Pace], now: float) -> float:
         """Book the earliest instant >= now that keeps every pace; returns it."""
+        if now >= self._next_sweep:
+            self._forget_idle(now)
+        self._longest = max([self._longest, *(p.per * (1 + self.margin) for p in paces)])
         at = max([now, *(self._held.get(p.key, now) for p in paces)])
         moved = True
         while moved:  # each move goes forward past a booking, so this ends
@@ -66,6 +77,14 @@ class RateGate:
             horizon = bisect.bisect_left(booked, now - pace.per)  # forget what cannot matter
             del booked[:horizon]
         return at
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the keys whose bookings, departures and holds are all too old to matter."""
+        horizon = now - self._longest
+        self._reserved = {k: b for k, b in self._reserved.items() if b and b[-1] > horizon}
+        self._departed = {k: d for k, d in self._departed.items() if d and d[-1] > horizon}
+        self._held = {k: until for k, until in self._held.items() if until > now}
+        self._next_sweep = now + max(self._longest, 60.0)  # O(keys) once per window at most
 
     async def wait(self, paces: list[Pace]) -> None:
         # no lock needed: reserve() does not await, so it runs atomically on the event loop

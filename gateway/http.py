@@ -203,8 +203,8 @@ class RateLimiter:
         # deque: most keys hold a hit or two, and an empty deque alone takes ~600 bytes
         self._hits: OrderedDict[str, list[tuple[float, str | None]]] = OrderedDict()
 
-    def __len__(self) -> int:
-        """How many keys are tracked."""
+    def tracked(self) -> int:
+        """How many keys are remembered (not ``__len__``: an empty limiter must stay truthy)."""
         return len(self._hits)
 
     def check(self, key: str, submission: str | None = None) -> float | None:

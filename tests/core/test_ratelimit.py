@@ -82,3 +82,17 @@ async def test_a_late_wake_up_waits_instead_of_crowding_the_window() -> None:
     await gate.wait([Pace("k", 1, 1.0)])  # booked for 2.04: only 0.52 after the last one
     departures = [0.0, 1.52]
     assert now[0] >= departures[-1] + 1.0  # waited until a full second after the late one
+
+
+def test_idle_chats_are_forgotten() -> None:
+    gate = RateGate(clock=lambda: 0.0)
+    for i in range(1_000):  # a day's customers, each written to once
+        gate.reserve([Pace("tg", 30, 1.0), Pace(f"tg:{i}", 1, 1.0)], i * 0.05)
+    gate.hold("tg:7", 5.0)
+    assert gate.tracked() > 900  # the last minute's chats are still remembered
+    later = 1_000 * 0.05 + 120
+    at = gate.reserve([Pace("tg", 30, 1.0), Pace("tg:new", 1, 1.0)], later)
+    assert at == later and gate.tracked() == 2  # the bot's key and the new chat
+    # a chat forgotten while idle is paced as before when it comes back
+    again = gate.reserve([Pace("tg", 30, 1.0), Pace("tg:new", 1, 1.0)], later)
+    assert again >= later + 1.0
