@@ -196,8 +196,8 @@ def generate(n: int, seed: int) -> Generated:
         for t, actor, kind, data in story:
             if t > now:
                 break
-            change = transition[data] if kind == "status" else no_change
-            ev((tid, t, actor, kind, data, *change))
+            change = transition[data] if kind == "status" else None
+            ev((tid, t, actor, kind, data, *(change or no_change)))
             if kind == "claimed":
                 assignee = agent
             elif kind == "deflected":
@@ -205,8 +205,8 @@ def generate(n: int, seed: int) -> Generated:
             elif kind == "replied":
                 replies_n += 1
                 first_at = t if first_at is None else first_at
-            elif kind == "status":
-                previous, status = transition[data]  # as `change`, but typed str, not None
+            elif change is not None:  # a status change
+                previous, status = change
                 if status == "resolved":
                     resolved_at = t
                 elif status == "closed":

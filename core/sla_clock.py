@@ -280,12 +280,12 @@ def fire(conn: Connection, ctx: UnitContext, ticket_id: int, signal: SlaSignal) 
     row = _ONE.run(conn, {"ticket_id": ticket_id}).first()
     if row is None or row.status not in OPEN_STATUSES:
         return False
-    still = sweep([_snapshot(row)], ctx.now, sla.policies, sla.calendar_map)
+    snapshot = _snapshot(row)
+    still = sweep([snapshot], ctx.now, sla.policies, sla.calendar_map)
     if not any(s.key == signal.key for _, s in still):
         return False
     if not once.first_time(conn, "sla", f"{ticket_id}:{signal.key}", ctx.now):
         return False
-    snapshot = _snapshot(row)
     fired = snapshot.fired | {signal.key}
     touch(
         conn,
